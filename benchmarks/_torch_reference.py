@@ -131,7 +131,7 @@ def _copy(target, value, name):
 
 
 def sample_noise_counts(model, x, num: int, batch_size: int, sigma: float, num_classes: int = 10,
-                        channels_last: bool = False) -> np.ndarray:
+                        channels_last: bool = False, dtype=None) -> np.ndarray:
     """The sampling loop of Cohen et al.'s `Smooth._sample_noise`: top-1 counts of f(x + delta).
 
     Args:
@@ -142,6 +142,8 @@ def sample_noise_counts(model, x, num: int, batch_size: int, sigma: float, num_c
         sigma: noise standard deviation (l2, [0, 1] pixel scale).
         num_classes: K.
         channels_last: convert each noisy batch to `torch.channels_last` before the forward pass.
+        dtype: if given (e.g. torch.bfloat16, for a model cast to it), each noisy batch is cast to it
+            after the noise is added in float32.
 
     Returns:
         int64 [K] counts, summing to `num`.
@@ -154,6 +156,8 @@ def sample_noise_counts(model, x, num: int, batch_size: int, sigma: float, num_c
             remaining -= this_batch
             batch = x.unsqueeze(0).repeat(this_batch, 1, 1, 1)
             noisy = batch + torch.randn_like(batch) * sigma
+            if dtype is not None:
+                noisy = noisy.to(dtype)
             predictions = model(_layout(noisy, channels_last)).argmax(1)
             counts += torch.bincount(predictions, minlength=num_classes)
     return counts.numpy()

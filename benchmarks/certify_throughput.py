@@ -59,6 +59,11 @@ def parse_args(argv=None):
                         help="TensorFlow intra- and inter-op threads; 0 keeps TensorFlow's default (one per core)")
     parser.add_argument("--variants", default=",".join(TORCH_VARIANTS),
                         help=f"comma-separated PyTorch variants among {', '.join(TORCH_VARIANTS)}")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="arithmetic on both sides: float32 (default), or bfloat16 (tfsmooth compute_dtype="
+                             "'bfloat16'; PyTorch by autocast and/or by casting model and inputs)")
+    parser.add_argument("--torch-bf16", choices=("autocast", "cast", "both"), default="both",
+                        help="with --precision bfloat16: how PyTorch runs in bfloat16 (default: time both)")
     parser.add_argument("--markdown", default=None, help="also write the results as a markdown section here")
     args = parser.parse_args(argv)
     for name in ("batch", "num", "repeats"):
@@ -87,9 +92,18 @@ def thread_counts(text):
 
 
 def torch_variant_names(args):
-    """[(name, variant, threads)] for every requested variant at every thread count."""
-    return [(variant if len(args.threads) == 1 else f"{variant}, {threads} threads", variant, threads)
-            for threads in args.threads for variant in args.variants]
+    """[(name, variant, threads, bf16 mode or None)] for every requested variant at every thread count
+    (and, in bfloat16, for each way of running PyTorch in bfloat16)."""
+    modes = [None]
+    if getattr(args, "precision", "float32") == "bfloat16":
+        modes = ["autocast", "cast"] if args.torch_bf16 == "both" else [args.torch_bf16]
+    names = []
+    for threads in args.threads:
+        for variant in args.variants:
+            for mode in modes:
+                name = variant if mode is None else f"{variant} bf16-{mode}"
+                names.append((name if len(args.threads) == 1 else f"{name}, {threads} threads", variant, threads, mode))
+    return names
 
 
 def machine_info():
@@ -124,13 +138,14 @@ def tfsmooth_runner(image, args):
     import tensorflow as tf
     from tfsmooth import models, smoothing
 
-    smoothed = smoothing.SmoothedClassifier(models.cifar_resnet(20), 10, args.sigma)
+    smoothed = smoothing.SmoothedClassifier(models.cifar_resnet(20), 10, args.sigma, compute_dtype=args.precision)
     batch = image[None]
 
     def run(num):
         _checked(smoothed.sample_counts(batch, num, batch_size=args.batch, seed=0)[0], num)
 
-    return run, f"tfsmooth (TF {tf.__version__}, sample_counts, noise_block={smoothed.noise_block})"
+    return run, (f"tfsmooth (TF {tf.__version__}, sample_counts, noise_block={smoothed.noise_block}, "
+                 f"compute_dtype={smoothed.compute_dtype})")
 
 
 def torch_runners(image, args):
@@ -141,23 +156,30 @@ def torch_runners(image, args):
 
     x = torch.from_numpy(image.transpose(2, 0, 1).copy())
     runners = {}
-    for name, variant, threads in torch_variant_names(args):
+    for name, variant, threads, mode in torch_variant_names(args):
         model = ref.CifarResNet(20).eval()
+        if mode == "cast":
+            model = model.to(torch.bfloat16)
         channels_last = variant == "channels_last"
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if variant.startswith("compile"):  # compiled lazily, at the warm-up call
             model = torch.compile(model, options={"freezing": variant == "compile_freezing"})
-        runners[name] = _torch_run(ref, model, x, args, channels_last, threads)
+        runners[name] = _torch_run(ref, model, x, args, channels_last, threads, mode)
     return runners
 
 
-def _torch_run(ref, model, x, args, channels_last, threads):
+def _torch_run(ref, model, x, args, channels_last, threads, mode=None):
+    """run(num) for one PyTorch variant; mode: None (float32), "autocast" (torch.autocast to bfloat16,
+    which keeps precision-sensitive ops in float32) or "cast" (model and noisy inputs in bfloat16)."""
     import torch
+
+    dtype = torch.bfloat16 if mode == "cast" else None
 
     def run(num):
         torch.set_num_threads(threads)
-        _checked(ref.sample_noise_counts(model, x, num, args.batch, args.sigma, 10, channels_last), num)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+            _checked(ref.sample_noise_counts(model, x, num, args.batch, args.sigma, 10, channels_last, dtype), num)
 
     return run
 
@@ -281,7 +303,8 @@ def main(argv=None):
     header = common_header(info, args, "certify_throughput.py", load_before, load_average(), arch_err,
                            torch.__version__, tf_threads)
     header.append(f"- workload: CIFAR ResNet-20 (random weights), one 32x32x3 image, sigma={args.sigma}, "
-                  f"batch {args.batch}, {args.num} noisy draws per run, median of {args.repeats} interleaved runs")
+                  f"batch {args.batch}, {args.num} noisy draws per run, median of {args.repeats} interleaved runs, "
+                  f"{args.precision} on both sides")
     text, _ = report(header, wall, cpu, "noisy samples", 1.3)
     print(text)
     if args.markdown:

@@ -126,7 +126,7 @@ def torch_runners(images, labels, args):
     y_all = torch.from_numpy(labels)
     batches = len(labels) // args.batch
     runners = {}
-    for name, variant, threads in torch_variant_names(args):
+    for name, variant, threads, _ in torch_variant_names(args):  # float32 only
         channels_last = variant == "channels_last"
         model = ref.CifarResNet(20)
         if channels_last:

@@ -32,7 +32,9 @@ def _split_names(ctx, param, value):
 @click.option("--class-names", callback=_split_names, default=None,
               help="Comma-separated class names in label order (default: 0..K-1).")
 @click.option("--dataset", default=None, help="Take the class names from this data set (cifar10, cifar10_sample).")
-def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_names, dataset):
+@click.option("--compute-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="Arithmetic of the noisy forward passes (as `tfsmooth certify --compute-dtype`).")
+def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_names, dataset, compute_dtype):
     """Export the smoothed classifier of MODEL (a base classifier .keras file) for TF Serving.
 
     Writes OUT/VERSION/ with the signatures `serving_default` (PREDICT: label, -1 = abstain),
@@ -50,11 +52,11 @@ def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_n
             class_names = data.dataset_info(dataset).class_names
         version_dir = export_lib.export_model_file(
             model, out, sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch, version=version,
-            noise_block=noise_block, class_names=class_names)
+            noise_block=noise_block, class_names=class_names, compute_dtype=compute_dtype)
         record = export_lib.read_metadata(version_dir)
     click.echo(f"exported {version_dir}")
     click.echo(f"  sigma={record['sigma']} n0={record['n0']} n={record['n']} alpha={record['alpha']} "
-               f"classes={','.join(record['class_names'])}")
+               f"classes={','.join(record['class_names'])} compute_dtype={record['compute_dtype']}")
     click.echo(f"  signatures: {', '.join(record['signatures'])}")
     click.echo(f"serve: tensorflow_model_server --rest_api_port=8501 --model_name=tfsmooth "
                f"--model_base_path={os.path.abspath(out)}")

@@ -71,6 +71,8 @@ class ExportConfig:
         noise_block: draws per noise block (`tfsmooth.noise`); the library's default is 100.
         image_shape: (height, width, channels) the base classifier takes.
         class_names: one name per class, in label order.
+        compute_dtype: arithmetic of the noisy forward passes, "float32" or "bfloat16"
+            (`tfsmooth.models.folding.InferenceView`); base_logits always answers in float32.
 
     Raises:
         ValueError: naming the first invalid field.
@@ -85,8 +87,10 @@ class ExportConfig:
     batch_size: int = 1_000
     noise_block: int = 100
     class_names: Optional[Tuple[str, ...]] = None
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        folding.check_compute_dtype(self.compute_dtype)
         object.__setattr__(self, "sigma", stats.check_sigma(self.sigma))
         stats.check_count(self.num_classes, "num_classes", minimum=2)
         object.__setattr__(self, "alpha", stats.check_alpha(self.alpha))
@@ -355,7 +359,8 @@ def _metadata(cfg: ExportConfig):
     scalars = {"sigma": (cfg.sigma, tf.float64), "alpha": (cfg.alpha, tf.float64), "n0": (cfg.n0, tf.int64),
                "n": (cfg.n, tf.int64), "noise_block": (cfg.noise_block, tf.int64),
                "batch_size": (cfg.batch_size, tf.int64), "num_classes": (cfg.num_classes, tf.int64),
-               "image_shape": (cfg.image_shape, tf.int64), "class_names": (cfg.class_names, tf.string)}
+               "image_shape": (cfg.image_shape, tf.int64), "class_names": (cfg.class_names, tf.string),
+               "compute_dtype": (cfg.compute_dtype, tf.string)}
     return {key: tf.constant(value, dtype) for key, (value, dtype) in scalars.items()}
 
 
@@ -367,8 +372,12 @@ def _serving_module(base_model, cfg: ExportConfig):
     run`: "Could not find variable conv2d/kernel"); the plain list of its tf.Variables works.
     """
     module = tf.Module(name="tfsmooth_export")
-    module.model_variables = [getattr(v, "value", v) for v in base_model.variables]
-    inference_model = folding.fold_batch_norm(base_model)  # as SmoothedClassifier: the same logit bits
+    view = folding.InferenceView(base_model, cfg.compute_dtype)  # as SmoothedClassifier: the same logit bits
+    inference_model = view.model
+    variables = list(base_model.variables)
+    if inference_model is not base_model:  # a bfloat16 view has its own copies of the weights
+        variables += [v for v in inference_model.variables if all(v is not w for w in variables)]
+    module.model_variables = [getattr(v, "value", v) for v in variables]
     image_spec = tf.TensorSpec(None, tf.float32, name="images")
     seed_spec = tf.TensorSpec(None, tf.int64, name="seed")
     no_seed = tf.constant([], tf.int64)  # a tensor default becomes the SignatureDef's `defaults`
@@ -393,7 +402,8 @@ def _serving_module(base_model, cfg: ExportConfig):
 # ------------------------------------------------------------------------------------ export
 def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes: int, n0: int = 100,
                        n: int = 10_000, alpha: float = 0.001, batch_size: int = 1_000, version: int = 1,
-                       noise_block: int = 100, class_names: Optional[Sequence[str]] = None) -> str:
+                       noise_block: int = 100, class_names: Optional[Sequence[str]] = None,
+                       compute_dtype: str = "float32") -> str:
     """Exports the smoothed classifier of `base_model` as `export_dir/<version>/` for TF Serving.
 
     See the module docstring for the signatures. The version directory is written under a hidden
@@ -413,6 +423,8 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
         version: TF Serving version number, int >= 1.
         noise_block: draws per noise block; answers equal the library's for the same value.
         class_names: K names (default: "0" ... "K-1"), stored in the metadata.
+        compute_dtype: "float32" (default) or "bfloat16": the arithmetic of the noisy forward passes,
+            as in `SmoothedClassifier` (answers equal the library's with the same value).
 
     Returns:
         str: the path of the version directory.
@@ -420,6 +432,7 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
     Raises:
         ValueError: naming the argument, if sigma <= 0, alpha not in (0, 1), n0 < 1, n too small to
             ever certify or predict at alpha, batch_size / noise_block < 1, version not an int >= 1,
+            compute_dtype not "float32" / "bfloat16",
             `export_dir/<version>` exists and is not an empty directory, class_names has the wrong
             length, or the model's input shape is unknown or its output size is not num_classes.
     """
@@ -427,7 +440,8 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
         raise ValueError(f"version must be an integer >= 1, got {version!r}")
     config = ExportConfig(sigma=sigma, num_classes=num_classes, image_shape=_image_shape(base_model), n0=n0, n=n,
                           alpha=alpha, batch_size=batch_size, noise_block=noise_block,
-                          class_names=None if class_names is None else tuple(class_names))
+                          class_names=None if class_names is None else tuple(class_names),
+                          compute_dtype=compute_dtype)
     _check_output_size(base_model, config.num_classes)
     version_dir = os.path.join(export_dir, str(int(version)))
     if os.path.exists(version_dir) and (not os.path.isdir(version_dir) or os.listdir(version_dir)):
@@ -462,7 +476,8 @@ def export_model_file(model_path: str, export_dir: str, *, class_names: Optional
         model_path: `.keras` file (a `GaussianAugmentedModel` is unwrapped to its base model).
         export_dir: the model base path.
         class_names: optional K names.
-        **kwargs: sigma, n0, n, alpha, batch_size, version, noise_block of `export_saved_model`.
+        **kwargs: sigma, n0, n, alpha, batch_size, version, noise_block, compute_dtype of
+            `export_saved_model`.
 
     Returns:
         str: the path of the version directory.

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfsmooth import attacks, data, models, noise, results, stats
+from tfsmooth.models import folding
 from tfsmooth.smoothing import SmoothedClassifier
 from tfsmooth.training import SMOOTHADV_ATTACKS, GaussianAugmentedModel, SmoothAdvModel
 
@@ -225,6 +226,8 @@ class CertifyConfig:
         skip: certify every `skip`-th example of the split.
         max: stop at this index (-1: the whole split).
         seed: seed of the noise; together with the example index it fixes each example's counts.
+        compute_dtype: "float32" or "bfloat16", the arithmetic of the noisy forward passes
+            (`SmoothedClassifier`); part of the run record only when not float32.
     """
 
     model: str
@@ -239,16 +242,20 @@ class CertifyConfig:
     max: int = -1
     seed: int = 0
     data_dir: Optional[str] = None
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         _check_evaluation_fields(self)
         stats.check_count(self.n0, "n0")
+        folding.check_compute_dtype(self.compute_dtype)
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
         record = dataclasses.asdict(self)
         record["model"] = os.path.abspath(self.model)
         record.pop("data_dir")
+        if record["compute_dtype"] == "float32":  # files written before the option existed stay resumable
+            record.pop("compute_dtype")
         if kind == "predict":
             record.pop("n0")
         record["kind"] = kind
@@ -310,7 +317,8 @@ def _run(config, out, on_row, kind):
     if config.n < minimum:
         raise ValueError(f"n={config.n} is too small to ever {kind} at alpha={config.alpha}: use n >= {minimum}")
     info = data.dataset_info(config.dataset, config.data_dir)
-    smoothed = SmoothedClassifier(load_base_model(config.model), info.num_classes, config.sigma)
+    smoothed = SmoothedClassifier(load_base_model(config.model), info.num_classes, config.sigma,
+                                  compute_dtype=config.compute_dtype)
     if kind == "certify":
         columns, run = results.CERTIFY_COLUMNS, functools.partial(smoothed.iter_certify, n0=config.n0)
     else:

@@ -68,16 +68,24 @@ class SmoothedClassifier:
         noise_block: draws per noise block (see `tfsmooth.noise`); the counts under a given seed
             depend on it but not on `batch_size`. Default 100.
 
+        compute_dtype: arithmetic of the noisy forward passes, "float32" (default) or "bfloat16".
+            bfloat16 is about twice as fast on CPUs with native bfloat16 dot products (AVX512_BF16,
+            AMX) and on accelerators; the guarantee then holds for the smoothing of the bfloat16
+            base classifier, whose labels can differ from float32's near decision boundaries
+            (`tfsmooth.models.folding.InferenceView`). Needs a functional or Sequential model.
+
     The noisy forward passes use `tfsmooth.models.folding.fold_batch_norm(base_model)`: each
     Conv2D + BatchNormalization pair runs as one fused convolution (about 20% faster on CPU), with
     the base model's own variables and the same logits up to float32 rounding.
 
     Raises:
-        ValueError: if sigma <= 0, num_classes < 2, noise_block < 1, or the model's output size is
+        ValueError: if sigma <= 0, num_classes < 2, noise_block < 1, compute_dtype is not "float32"
+            or "bfloat16" (or is "bfloat16" for a subclassed model), or the model's output size is
             known and differs from num_classes.
     """
 
-    def __init__(self, base_model, num_classes: int, sigma: float, *, noise_block: int = 100):
+    def __init__(self, base_model, num_classes: int, sigma: float, *, noise_block: int = 100,
+                 compute_dtype: str = "float32"):
         self.base_model = base_model
         self.num_classes = stats.check_count(num_classes, "num_classes", minimum=2)
         self.sigma = stats.check_sigma(sigma)
@@ -88,7 +96,8 @@ class SmoothedClassifier:
                 f"num_classes={num_classes} but the base model outputs {out_shape[-1]} class scores"
             )
         self.input_shape = _static_input_shape(base_model)
-        self._inference_model = folding.fold_batch_norm(base_model)
+        self.compute_dtype = folding.check_compute_dtype(compute_dtype)
+        self._view = folding.InferenceView(base_model, self.compute_dtype)
         self._count_fns = {}
 
     # ----------------------------------------------------------------------------------- CERTIFY
@@ -200,8 +209,8 @@ class SmoothedClassifier:
                batch_size: int = 1_000, version: int = 1, class_names: Optional[Sequence[str]] = None) -> str:
         """Exports this smoothed classifier as a TF Serving SavedModel, `export_dir/<version>/`.
 
-        Calls `tfsmooth.export.export_saved_model` with this classifier's sigma, num_classes and
-        noise_block, so the export's `serving_default` / `certify` signatures answer, for a seed s,
+        Calls `tfsmooth.export.export_saved_model` with this classifier's sigma, num_classes,
+        noise_block and compute_dtype, so the export's `serving_default` / `certify` signatures answer, for a seed s,
         exactly as `predict_batch` / `certify_batch(images, ..., seed=s)`.
 
         Returns:
@@ -216,7 +225,7 @@ class SmoothedClassifier:
         return export_lib.export_saved_model(
             self.base_model, export_dir, sigma=self.sigma, num_classes=self.num_classes,
             noise_block=self.noise_block, n0=n0, n=n, alpha=alpha, batch_size=batch_size, version=version,
-            class_names=class_names)
+            class_names=class_names, compute_dtype=self.compute_dtype)
 
     # ---------------------------------------------------------------------------------- counting
     def sample_counts(self, images, num: int, batch_size: int, seed: int, *, stream: int = noise.STREAM_ESTIMATION,
@@ -248,6 +257,7 @@ class SmoothedClassifier:
         pass evaluates `max(1, batch_size // noise_block)` blocks, taken in order across examples.
         """
         blocks_per_pass = max(1, batch_size // self.noise_block)
+        self._view.sync()  # a bfloat16 view copies the base model's current weights
         pending = collections.deque()  # (slot, stream, block_index, valid)
         open_jobs = collections.OrderedDict()  # slot -> [key, image, counts, blocks left]
         examples = iter(examples)
@@ -312,7 +322,7 @@ class SmoothedClassifier:
             @tf.function(input_signature=spec)
             def count(images, image_of_block, keys, streams, block_index, valid, seed):
                 seeds = noise.block_seeds(seed, keys, streams, block_index)
-                return noise.count_blocks(self._inference_model, images, image_of_block, seeds, valid,
+                return noise.count_blocks(self._view.model, images, image_of_block, seeds, valid,
                                           block_size=self.noise_block, sigma=self.sigma,
                                           num_classes=self.num_classes)
 

@@ -25,7 +25,8 @@ class _FoldedConvBatchNorm(keras.layers.Layer):
     """conv(x, W * s) + (beta + (b - mean) * s): a Conv2D and its BatchNormalization, inference only."""
 
     def __init__(self, conv, batch_norm, **kwargs):
-        super().__init__(name=f"{conv.name}_folded", **kwargs)
+        super().__init__(name=f"{conv.name}_folded", dtype="float32", **kwargs)
+        self._convert_input_args = False  # compute in the input's dtype (float32, or bfloat16 in a bf16 view)
         self.conv = conv
         self.batch_norm = batch_norm
 
@@ -49,6 +50,10 @@ class _FoldedConvBatchNorm(keras.layers.Layer):
 
 class _Passthrough(keras.layers.Layer):
     """Stands in for a BatchNormalization whose work moved into the convolution before it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self._convert_input_args = False  # pass the input through in its own dtype
 
     def call(self, x, training=None, **kwargs):
         return x
@@ -113,3 +118,77 @@ def fold_batch_norm(model):
         return layer  # the layer itself: weights shared
 
     return keras.models.clone_model(model, clone_function=clone)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+"""Arithmetic of the counting path: float32 (the default), or bfloat16 on CPUs with native bfloat16
+dot products (AVX512_BF16, AMX) or on accelerators."""
+
+
+def check_compute_dtype(compute_dtype) -> str:
+    """Returns `compute_dtype` if it is one of `COMPUTE_DTYPES`; raises ValueError naming it otherwise."""
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+    return compute_dtype
+
+
+class InferenceView:
+    """The model the counting path calls: `model` with batch norm folded, in float32 or bfloat16.
+
+    float32: `fold_batch_norm(model)`, which shares `model`'s variables.
+
+    bfloat16: a clone of `model` whose layers compute in bfloat16 (Keras policy "mixed_bfloat16":
+    float32 variables cast to bfloat16 at use, bfloat16 activations), except the layer that produces
+    the output, which computes in float32 so that the class scores are not rounded to bfloat16's 8
+    significant bits (which would make ties between the top two classes common); then folded. The
+    clone has its own copies of the weights: `sync()` copies `model`'s current values into it, and
+    `SmoothedClassifier` calls it before every counting run, so the view follows later training.
+
+    The smoothed classifier certified with a bfloat16 view is the smoothing of that bfloat16 base
+    classifier f_bf16: CERTIFY's guarantee (Cohen et al. 2019, Thm. 1) holds for it exactly as for
+    float32 (f_bf16 is a fixed function of its input), but f_bf16 can differ from the float32 f on
+    inputs near a decision boundary, so counts and certificates differ from the float32 ones.
+
+    Args:
+        model: Keras model, float32 pixels [batch, H, W, C] -> scores [batch, K]. For bfloat16 it must
+            be a functional or Sequential model (cloned layer by layer).
+        compute_dtype: "float32" or "bfloat16".
+
+    Raises:
+        ValueError: if compute_dtype is not one of `COMPUTE_DTYPES`, or is bfloat16 and `model` is
+            not a functional or Sequential Keras model.
+    """
+
+    def __init__(self, model, compute_dtype: str = "float32"):
+        self.compute_dtype = check_compute_dtype(compute_dtype)
+        self._pairs = ()
+        if self.compute_dtype == "float32":
+            self.model = fold_batch_norm(model)
+            return
+        clone = _bfloat16_clone(model)
+        self._pairs = tuple(zip(clone.weights, model.weights))
+        self.sync()
+        self.model = fold_batch_norm(clone)
+
+    def sync(self) -> None:
+        """Copies the source model's weights into a bfloat16 view (nothing to do for float32)."""
+        for target, source in self._pairs:
+            target.assign(source)
+
+
+def _bfloat16_clone(model):
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None) or len(model.outputs) != 1:
+        raise ValueError(
+            "compute_dtype='bfloat16' needs a functional or Sequential Keras model with one output "
+            f"(its layers are cloned with a bfloat16 policy), got {type(model).__name__}")
+    output_layer = model.layers[-1]
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer is output_layer else "mixed_bfloat16"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    if [tuple(w.shape) for w in copy.weights] != [tuple(w.shape) for w in model.weights]:
+        raise ValueError("compute_dtype='bfloat16': the cloned model's weights do not match the base model's")
+    return copy
