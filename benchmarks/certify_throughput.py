@@ -5,13 +5,18 @@ Measures, in one process on the same machine, the rate at which the counting loo
 base classifier, count top-1 labels) gets through noisy copies of one CIFAR-10 image with a
 CIFAR ResNet-20 (widths 16/32/64, basic blocks, projection shortcuts, normalization first):
 
-* tfsmooth: `SmoothedClassifier(models.cifar_resnet(20), 10, sigma).sample_counts(image, num,
+* tfsmooth: `SmoothedClassifier(models.cifar_resnet(20), 10, sigma, compute_dtype=...).sample_counts(image, num,
   batch_size, seed)`, the library's own path (seeded block noise, compiled counting, host loop).
 * PyTorch: the same architecture (checked weight for weight against the Keras model before timing)
   in eval mode under `torch.inference_mode()`, driven by the sampling loop of Cohen et al.'s
   reference `Smooth._sample_noise` (repeat the image, add randn * sigma, argmax, bincount), in
   several honestly tuned variants: NCHW or channels_last memory format, eager or `torch.compile`
-  (Inductor, optionally with `freezing`, which folds batch norm into the convolutions).
+  (Inductor, optionally with `freezing`, which folds batch norm into the convolutions); with
+  `--torch-workers 2`, also as two concurrent single-process loops (Python threads) sharing the draws,
+  PyTorch's counterpart of tfsmooth's `parallel_passes`.
+
+`--precision bfloat16` runs both sides in bfloat16: tfsmooth with `compute_dtype="bfloat16"`, PyTorch
+with `torch.autocast` and with model and inputs cast to bfloat16 (both timed unless `--torch-bf16`).
 
 Each variant is warmed up (tracing / compilation excluded from the timings), then the variants are
 timed in interleaved rounds, so a change in the machine's load hits all of them alike; the report is
@@ -55,6 +60,10 @@ def parse_args(argv=None):
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level, l2 on the [0, 1] pixel scale")
     parser.add_argument("--threads", type=thread_counts, default=[2],
                         help="torch.set_num_threads; a comma-separated list times every variant at each (default 2)")
+    parser.add_argument("--torch-workers", type=thread_counts, default=[1],
+                        help="PyTorch Python threads sharing each run's draws (each with --threads intra-op "
+                             "threads); e.g. '1,2' with --threads 1 also times 2 concurrent single-threaded "
+                             "loops, PyTorch's counterpart of tfsmooth's parallel_passes (default 1)")
     parser.add_argument("--tf-threads", type=int, default=0,
                         help="TensorFlow intra- and inter-op threads; 0 keeps TensorFlow's default (one per core)")
     parser.add_argument("--variants", default=",".join(TORCH_VARIANTS),
@@ -145,7 +154,7 @@ def tfsmooth_runner(image, args):
         _checked(smoothed.sample_counts(batch, num, batch_size=args.batch, seed=0)[0], num)
 
     return run, (f"tfsmooth (TF {tf.__version__}, sample_counts, noise_block={smoothed.noise_block}, "
-                 f"compute_dtype={smoothed.compute_dtype})")
+                 f"compute_dtype={smoothed.compute_dtype}, parallel_passes={smoothed.parallel_passes})")
 
 
 def torch_runners(image, args):
@@ -157,29 +166,43 @@ def torch_runners(image, args):
     x = torch.from_numpy(image.transpose(2, 0, 1).copy())
     runners = {}
     for name, variant, threads, mode in torch_variant_names(args):
-        model = ref.CifarResNet(20).eval()
-        if mode == "cast":
-            model = model.to(torch.bfloat16)
-        channels_last = variant == "channels_last"
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if variant.startswith("compile"):  # compiled lazily, at the warm-up call
-            model = torch.compile(model, options={"freezing": variant == "compile_freezing"})
-        runners[name] = _torch_run(ref, model, x, args, channels_last, threads, mode)
+        for workers in getattr(args, "torch_workers", [1]):
+            model = ref.CifarResNet(20).eval()
+            if mode == "cast":
+                model = model.to(torch.bfloat16)
+            channels_last = variant == "channels_last"
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            if variant.startswith("compile"):  # compiled lazily, at the warm-up call
+                model = torch.compile(model, options={"freezing": variant == "compile_freezing"})
+            label = name if workers == 1 else f"{name}, {workers} workers x {threads} thread(s)"
+            runners[label] = _torch_run(ref, model, x, args, channels_last, threads, mode, workers)
     return runners
 
 
-def _torch_run(ref, model, x, args, channels_last, threads, mode=None):
+def _torch_run(ref, model, x, args, channels_last, threads, mode=None, workers=1):
     """run(num) for one PyTorch variant; mode: None (float32), "autocast" (torch.autocast to bfloat16,
-    which keeps precision-sensitive ops in float32) or "cast" (model and noisy inputs in bfloat16)."""
+    which keeps precision-sensitive ops in float32) or "cast" (model and noisy inputs in bfloat16).
+    workers > 1: that many Python threads each run the sampling loop on their share of the draws at
+    once (PyTorch releases the GIL inside its kernels), each with `threads` intra-op threads."""
+    import concurrent.futures
+
     import torch
 
     dtype = torch.bfloat16 if mode == "cast" else None
 
+    def loop(num):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+            return ref.sample_noise_counts(model, x, num, args.batch, args.sigma, 10, channels_last, dtype)
+
     def run(num):
         torch.set_num_threads(threads)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
-            _checked(ref.sample_noise_counts(model, x, num, args.batch, args.sigma, 10, channels_last, dtype), num)
+        if workers == 1:
+            _checked(loop(num), num)
+            return
+        shares = [num // workers + (i < num % workers) for i in range(workers)]
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            _checked(sum(pool.map(loop, shares)), num)
 
     return run
 
@@ -277,7 +300,8 @@ def common_header(info, args, script, load_before, load_after, arch_err, torch_v
     return [
         f"- date: {info['date']}",
         f"- machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; torch {torch_version} "
-        f"with torch.set_num_threads({', '.join(map(str, args.threads))}); {tf_threads}",
+        f"with torch.set_num_threads({', '.join(map(str, args.threads))}) and "
+        f"{', '.join(map(str, getattr(args, 'torch_workers', [1])))} worker thread(s); {tf_threads}",
         f"- command: `{command.strip()}`",
         f"- load average (1/5/15 min) before: {load_before}; after: {load_after}",
         f"- architecture check: the torch ResNet-20 given the Keras weights reproduces the Keras logits "

@@ -1,5 +1,7 @@
 """SmoothedClassifier: PREDICT and CERTIFY on base classifiers with known behaviour under noise."""
 
+import os
+
 import numpy as np
 import pytest
 from scipy import stats as st
@@ -152,3 +154,22 @@ def test_keys_are_validated(tied):
         tied.certify_batch(images, 10, 100, 0.01, 100, seed=0, keys=[0])
     with pytest.raises(ValueError, match="keys"):
         tied.certify_batch(images, 10, 100, 0.01, 100, seed=0, keys=[0, -2])
+
+
+@pytest.mark.parametrize("batch_size", [50, 100, 300, 700])
+def test_counts_do_not_depend_on_parallel_passes(batch_size):
+    # Blocks are split between concurrent forward passes; each block's noise comes from its own seed, so
+    # the counts are the same for any split, including more passes than blocks (empty groups).
+    images = np.stack([fixtures.half_image()] * 3)
+    counts = [SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25, noise_block=50, parallel_passes=p)
+              .sample_counts(images, 420, batch_size, seed=7) for p in (1, 2, 3)]
+    np.testing.assert_array_equal(counts[0], counts[1])
+    np.testing.assert_array_equal(counts[0], counts[2])
+    assert counts[0].sum(axis=1).tolist() == [420] * 3 and 150 < counts[0][0, 0] < 270
+
+
+def test_parallel_passes_default_and_validation():
+    smoothed = SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25)
+    assert smoothed.parallel_passes == (2 if (os.cpu_count() or 1) >= 2 else 1)  # no GPU in CI
+    with pytest.raises(ValueError, match="parallel_passes must be an integer >= 1"):
+        SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25, parallel_passes=0)

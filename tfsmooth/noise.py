@@ -69,7 +69,8 @@ def gaussian_blocks(seeds, block_size: int, image_shape, sigma: float):
     return tf.map_fn(one_block, seeds, fn_output_signature=tf.float32)
 
 
-def count_blocks(base_model, images, image_of_block, seeds, valid, *, block_size, sigma, num_classes):
+def count_blocks(base_model, images, image_of_block, seeds, valid, *, block_size, sigma, num_classes,
+                 parallel_passes=1):
     """Top-1 class counts of the base classifier on noisy copies, one count vector per block.
 
     Args:
@@ -80,10 +81,26 @@ def count_blocks(base_model, images, image_of_block, seeds, valid, *, block_size
         valid: int32 [M], how many of the block's draws count (the last block of a sequence may be
             partial: its first `valid` draws are used, the rest discarded).
         block_size, sigma, num_classes: as in `SmoothedClassifier`.
+        parallel_passes: split the M blocks into this many contiguous groups, each its own noise
+            draw and forward pass with no data dependency between them, so TensorFlow's inter-op
+            scheduler runs them at the same time (on a CPU this keeps the cores busier than one
+            large pass whose kernels synchronize all threads). The counts do not depend on it:
+            every block's noise comes from its own seed.
 
     Returns:
         int32 [M, num_classes]: counts of argmax f(x + delta) over the valid draws of each block.
     """
+    if parallel_passes == 1:
+        return _count_group(base_model, images, image_of_block, seeds, valid, block_size, sigma, num_classes)
+    total = tf.shape(seeds)[0]
+    bounds = [(total * i) // parallel_passes for i in range(parallel_passes + 1)]
+    return tf.concat([
+        _count_group(base_model, images, image_of_block[lo:hi], seeds[lo:hi], valid[lo:hi], block_size, sigma,
+                     num_classes)
+        for lo, hi in zip(bounds[:-1], bounds[1:])], axis=0)
+
+
+def _count_group(base_model, images, image_of_block, seeds, valid, block_size, sigma, num_classes):
     image_shape = images.shape[1:]
     noise = gaussian_blocks(seeds, block_size, image_shape, sigma)
     noisy = tf.gather(images, image_of_block)[:, None] + noise
