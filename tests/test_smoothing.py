@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as st
 
 import fixtures
-from tfsmooth import ABSTAIN, SmoothedClassifier, noise
+from tfsmooth import ABSTAIN, SmoothedClassifier, models, noise
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,15 @@ def test_counts_do_not_depend_on_parallel_passes(batch_size):
     np.testing.assert_array_equal(counts[0], counts[1])
     np.testing.assert_array_equal(counts[0], counts[2])
     assert counts[0].sum(axis=1).tolist() == [420] * 3 and 150 < counts[0][0, 0] < 270
+
+
+def test_parallel_passes_with_a_single_block_per_pass_on_a_convolutional_model():
+    # batch_size == noise_block: one block per pass, so no split (a conv on an empty batch fails in oneDNN).
+    model = models.small_cnn(3, input_shape=(8, 8, 3))
+    image = np.random.default_rng(0).uniform(size=(8, 8, 3)).astype(np.float32)
+    counts = [SmoothedClassifier(model, 3, 0.25, noise_block=100, parallel_passes=p)
+              .sample_counts(image[None], 250, 100, seed=1) for p in (1, 2)]
+    np.testing.assert_array_equal(counts[0], counts[1])
 
 
 def test_parallel_passes_default_and_validation():

@@ -85,7 +85,7 @@ def count_blocks(base_model, images, image_of_block, seeds, valid, *, block_size
             draw and forward pass with no data dependency between them, so TensorFlow's inter-op
             scheduler runs them at the same time (on a CPU this keeps the cores busier than one
             large pass whose kernels synchronize all threads). The counts do not depend on it:
-            every block's noise comes from its own seed.
+            every block's noise comes from its own seed. Must not exceed M (no empty group).
 
     Returns:
         int32 [M, num_classes]: counts of argmax f(x + delta) over the valid draws of each block.

@@ -309,13 +309,14 @@ class SmoothedClassifier:
         streams = np.array([t[1] for t in take] + [0] * pad, np.int64)
         block_index = np.array([t[2] for t in take] + [0] * pad, np.int64)
         valid = np.array([t[3] for t in take] + [0] * pad, np.int32)
-        fn = self._count_fn(images.shape[1:])
+        # Never more concurrent passes than blocks: an empty group would run the model on an empty batch.
+        fn = self._count_fn(images.shape[1:], min(self.parallel_passes, blocks_per_pass))
         out = fn(images, image_of_block, keys, streams, block_index, valid, np.int64(seed))
         return out.numpy()[: len(take)].astype(np.int64)
 
-    def _count_fn(self, image_shape):
+    def _count_fn(self, image_shape, parallel_passes):
         image_shape = tuple(int(d) for d in image_shape)
-        if image_shape not in self._count_fns:
+        if (image_shape, parallel_passes) not in self._count_fns:
             spec = [
                 tf.TensorSpec([None, *image_shape], tf.float32),
                 tf.TensorSpec([None], tf.int32),
@@ -331,10 +332,10 @@ class SmoothedClassifier:
                 seeds = noise.block_seeds(seed, keys, streams, block_index)
                 return noise.count_blocks(self._view.model, images, image_of_block, seeds, valid,
                                           block_size=self.noise_block, sigma=self.sigma,
-                                          num_classes=self.num_classes, parallel_passes=self.parallel_passes)
+                                          num_classes=self.num_classes, parallel_passes=parallel_passes)
 
-            self._count_fns[image_shape] = count
-        return self._count_fns[image_shape]
+            self._count_fns[image_shape, parallel_passes] = count
+        return self._count_fns[image_shape, parallel_passes]
 
     # -------------------------------------------------------------------------------- validation
     def _check_n(self, n, alpha, minimum, what):
