@@ -22,6 +22,8 @@ from tfsmooth.cli._common import Progress, data_options, library_errors, quiet_t
 @click.option("--n", type=int, default=1000, show_default=True, help="PREDICT's noisy draws at the attacked point.")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="PREDICT's failure probability.")
 @click.option("--batch", type=int, default=1000, show_default=True, help="PREDICT's noisy copies per forward pass.")
+@click.option("--attack-batch", type=int, default=8, show_default=True,
+              help="Images attacked together (each attack step runs ATTACK_BATCH x NUM_NOISE_VEC noisy copies).")
 @click.option("--skip", type=int, default=1, show_default=True, help="Use every SKIP-th example.")
 @click.option("--max", "max_index", type=int, default=-1, show_default=True,
               help="Stop at this example index (-1: whole split).")
@@ -29,8 +31,8 @@ from tfsmooth.cli._common import Progress, data_options, library_errors, quiet_t
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Fixes the attack's and PREDICT's noise of every example (with its index).")
 @data_options
-def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, n, alpha, batch, skip, max_index,
-           out, seed, dataset, split, data_dir):
+def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, n, alpha, batch, attack_batch, skip,
+           max_index, out, seed, dataset, split, data_dir):
     """Empirical robust accuracy of the smoothed classifier of MODEL (a base classifier .keras file).
 
     Per selected image: SmoothAdv attack of radius EPSILON on the smoothed soft classifier
@@ -44,7 +46,7 @@ def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, n
     with library_errors():
         config = runs.AttackConfig(model=model, dataset=dataset, split=split, sigma=sigma, attack=attack,
                                    epsilon=epsilon, num_steps=num_steps, num_noise_vec=num_noise_vec,
-                                   estimator=estimator, n=n, alpha=alpha, batch=batch, skip=skip, max=max_index,
+                                   estimator=estimator, n=n, alpha=alpha, batch=batch, attack_batch=attack_batch, skip=skip, max=max_index,
                                    seed=seed, data_dir=data_dir)
         written = runs.attack_dataset(config, out, on_row=Progress(runs.selected_count(config)))
         summary = analysis.summarize([out], [0.0])

@@ -75,10 +75,13 @@ def test_attack_on_two_images_writes_attack_rows_that_analyze_reads(smoothadv_ru
 
 
 @pytest.mark.slow
-def test_attack_resumed_after_a_crash_gives_identical_rows(smoothadv_run, tmp_path):
+@pytest.mark.parametrize("attack_batch", [3, 8])
+def test_attack_resumed_after_a_crash_gives_identical_rows(smoothadv_run, tmp_path, attack_batch):
+    # attack_batch 3: groups {0, 250, 500}, {750}; the crash falls inside the first group, which the rerun
+    # attacks whole again. attack_batch 8: one group.
     model = smoothadv_run / "base_model.keras"
     full, broken = tmp_path / "full.tsv", tmp_path / "broken.tsv"
-    args = [*ATTACK, "--skip", "250", "--attack", "ddn"]  # idx 0, 250, 500, 750
+    args = [*ATTACK, "--skip", "250", "--attack", "ddn", "--attack-batch", str(attack_batch)]  # idx 0, 250, 500, 750
     assert _invoke(attack, model, *args, "--out", full).exit_code == 0
 
     class Crash(Exception):
@@ -90,7 +93,8 @@ def test_attack_resumed_after_a_crash_gives_identical_rows(smoothadv_run, tmp_pa
             raise Crash()
 
     config = runs.AttackConfig(model=str(model), dataset="cifar10_sample", sigma=0.25, attack="ddn", epsilon=0.5,
-                               num_steps=2, num_noise_vec=2, n=100, batch=100, skip=250, seed=3)
+                               num_steps=2, num_noise_vec=2, n=100, batch=100, skip=250, seed=3,
+                               attack_batch=attack_batch)
     with pytest.raises(Crash):
         runs.attack_dataset(config, str(broken), on_row=crash_after_two)
     with open(broken, "a") as f:
@@ -105,7 +109,21 @@ def test_attack_resumed_after_a_crash_gives_identical_rows(smoothadv_run, tmp_pa
     assert without_time(broken) == without_time(full)
 
 
+def test_attack_rows_do_not_depend_on_attack_batch(smoothadv_run, tmp_path):
+    # Each image's draws and attack seed depend on (seed, idx) only: attacking one image at a time or four
+    # together gives the same rows (up to float rounding of batched kernels, which does not flip these).
+    model = smoothadv_run / "base_model.keras"
+    rows = {}
+    for size in (1, 4):
+        out = tmp_path / f"attack{size}.tsv"
+        args = [*ATTACK, "--skip", "250", "--attack-batch", str(size)]
+        assert _invoke(attack, model, *args, "--out", out).exit_code == 0
+        rows[size] = [line.rsplit("\t", 1)[0] for line in out.read_text().splitlines()]
+    assert len(rows[1]) == 5 and rows[1] == rows[4]
+
+
 @pytest.mark.parametrize("change, message", [
+    (("--attack-batch", "0"), "attack_batch"),
     (("--epsilon", "-0.5"), "epsilon"),
     (("--num-steps", "0"), "num_steps"),
     (("--num-noise-vec", "0"), "num_noise_vec"),

@@ -327,7 +327,7 @@ def _run(config, out, on_row, kind):
     return _evaluate(config, columns, config.run_record(kind), answers, out, on_row)
 
 
-def _evaluate(config, columns, record, answers, out, on_row, prepare=None):
+def _evaluate(config, columns, record, answers, out, on_row, prepare=None, prepare_group=1):
     """The row loop shared by certify, predict and attack: resumable, one durable row per example.
 
     Args:
@@ -337,22 +337,35 @@ def _evaluate(config, columns, record, answers, out, on_row, prepare=None):
         answers: callable mapping an iterator of (idx, image) to (idx, Certificate | Prediction)
             in the same order (`SmoothedClassifier.iter_certify` / `iter_predict`).
         out, on_row: as in `certify_dataset`.
-        prepare: optional callable (image, label, idx) -> (image to evaluate, extra row fields),
-            e.g. the attack of `attack_dataset`.
+        prepare: optional callable (images, labels, idxs) -> (images to evaluate, extra row fields
+            per image), on lists of up to `prepare_group` examples, e.g. the attack of
+            `attack_dataset`.
+        prepare_group: examples per `prepare` call. Groups are consecutive selected examples in
+            fixed positions (0..g-1, g..2g-1, ...), so a resumed run prepares the same groups as an
+            uninterrupted one (a group with some rows done is prepared whole; only its missing rows
+            are written).
     """
     examples = data.select_examples(data.load_dataset(config.dataset, config.split, config.data_dir),
                                     config.skip, config.max)
     pending = {}  # idx -> row fields known before the smoothed classifier answers
 
     def todo(done):
-        for idx, image, label in examples:
-            if idx not in done:
-                fields = {"label": int(label)}
-                if prepare is not None:
-                    image, extra = prepare(image, label, idx)
-                    fields.update(extra)
-                pending[idx] = fields
-                yield idx, image
+        if prepare is None:
+            for idx, image, label in examples:
+                if idx not in done:
+                    pending[idx] = {"label": int(label)}
+                    yield idx, image
+            return
+        for group in _groups(examples, prepare_group):
+            if all(idx in done for idx, _, _ in group):
+                continue
+            idxs = [idx for idx, _, _ in group]
+            labels = [int(label) for _, _, label in group]
+            images, extras = prepare([image for _, image, _ in group], labels, idxs)
+            for idx, label, image, extra in zip(idxs, labels, images, extras):
+                if idx not in done:
+                    pending[idx] = {"label": label, **extra}
+                    yield idx, image
 
     written = 0
     with results.ResultsWriter(out, columns, record) as writer:
@@ -371,6 +384,17 @@ def _evaluate(config, columns, record, answers, out, on_row, prepare=None):
 
 
 # -------------------------------------------------------------------------------------- helpers
+def _groups(iterable, size):
+    group = []
+    for item in iterable:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def _write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -630,6 +654,10 @@ class AttackConfig:
         num_noise_vec: noise draws m of estimator (6) (m_test: 1 to 128).
         estimator: "plug_in" (eq. (6)) or "stein" (eq. (7); pgd only).
         n, alpha: draws and failure probability of PREDICT at the attacked point.
+        attack_batch: images attacked together (each step's forward pass holds attack_batch * m noisy
+            copies). Consecutive selected images are grouped in fixed groups, so a resumed run
+            regroups them exactly as an uninterrupted one. Rows do not depend on it except through
+            floating-point rounding of batched kernels; not part of the run record.
     """
 
     model: str
@@ -648,10 +676,11 @@ class AttackConfig:
     max: int = -1
     seed: int = 0
     data_dir: Optional[str] = None
+    attack_batch: int = 8
 
     def __post_init__(self):
         _check_evaluation_fields(self)
-        for name in ("num_steps", "num_noise_vec"):
+        for name in ("num_steps", "num_noise_vec", "attack_batch"):
             stats.check_count(getattr(self, name), name)
         if self.attack not in ATTACKS:
             raise ValueError(f"attack must be one of {', '.join(ATTACKS)}; got {self.attack!r}")
@@ -667,6 +696,7 @@ class AttackConfig:
         record = dataclasses.asdict(self)
         record["model"] = os.path.abspath(self.model)
         record.pop("data_dir")
+        record.pop("attack_batch")
         record["kind"] = "attack"
         return record
 
@@ -694,31 +724,39 @@ def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[
     info = data.dataset_info(config.dataset, config.data_dir)
     base = load_base_model(config.model)
     smoothed = SmoothedClassifier(base, info.num_classes, config.sigma)
-    attack_one = _attack_function(base, config, info.image_shape)
+    attack_batch = _attack_function(base, config, info.image_shape)
 
-    def prepare(image, label, idx):
-        x_adv, base_predict = attack_one(image, label, idx)
-        return x_adv.numpy(), {"basePredict": int(base_predict)}
+    def prepare(images, labels, idxs):
+        x_adv, base_predict = attack_batch(np.stack(images), np.asarray(labels, np.int64), np.asarray(idxs, np.int64))
+        return list(x_adv.numpy()), [{"basePredict": int(p)} for p in base_predict.numpy()]
 
     answers = functools.partial(smoothed.iter_predict, n=config.n, alpha=config.alpha, batch_size=config.batch,
                                 seed=config.seed)
-    return _evaluate(config, results.ATTACK_COLUMNS, config.run_record(), answers, out, on_row, prepare)
+    return _evaluate(config, results.ATTACK_COLUMNS, config.run_record(), answers, out, on_row, prepare,
+                     prepare_group=config.attack_batch)
 
 
 def _attack_function(base, config: AttackConfig, image_shape):
-    """Compiled (image [H, W, C], label, idx) -> (x_adv [H, W, C], base classifier's class at x_adv)."""
-    spec = [tf.TensorSpec(image_shape, tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
+    """Compiled (images [B, H, W, C], labels [B], idxs [B]) -> (x_adv [B, H, W, C], base classes at x_adv [B]).
+
+    Example idx gets its m draws from block 0 and its attack seed (random directions) from block 1 of
+    stream `noise.STREAM_ATTACK` under (config.seed, idx), whatever else is in the batch.
+    """
+    spec = [tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.int64)]
 
     @tf.function(input_signature=spec)
-    def attack_one(image, label, idx):
-        seeds = noise.block_seeds(config.seed, tf.fill([2], idx), noise.STREAM_ATTACK, tf.constant([0, 1], tf.int64))
-        draws = tf.random.stateless_normal([config.num_noise_vec, *image_shape], seed=seeds[0], stddev=config.sigma)
-        arguments = dict(epsilon=config.epsilon, num_steps=config.num_steps, seed=seeds[1:])
+    def attack_batch(images, labels, idxs):
+        draw_seeds = noise.block_seeds(config.seed, idxs, noise.STREAM_ATTACK, tf.zeros_like(idxs))
+        step_seeds = noise.block_seeds(config.seed, idxs, noise.STREAM_ATTACK, tf.ones_like(idxs))
+        draws = tf.map_fn(
+            lambda s: tf.random.stateless_normal([config.num_noise_vec, *image_shape], seed=s, stddev=config.sigma),
+            draw_seeds, fn_output_signature=tf.float32)
+        arguments = dict(epsilon=config.epsilon, num_steps=config.num_steps, seed=step_seeds)
         if config.attack == "pgd":
-            x_adv = attacks.smooth_adv_pgd(base, image[None], label[None], draws[None], estimator=config.estimator,
-                                           **arguments)
+            x_adv = attacks.smooth_adv_pgd(base, images, labels, draws, estimator=config.estimator, **arguments)
         else:
-            x_adv = attacks.smooth_adv_ddn(base, image[None], label[None], draws[None], **arguments)
-        return x_adv[0], tf.argmax(base(x_adv, training=False), axis=1)[0]
+            x_adv = attacks.smooth_adv_ddn(base, images, labels, draws, **arguments)
+        return x_adv, tf.argmax(base(x_adv, training=False), axis=1)
 
-    return attack_one
+    return attack_batch
