@@ -249,3 +249,31 @@ def test_plot_rejects_bad_arguments(files, kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         analysis.plot_certified_accuracy(**arguments)
     assert not (files / "curve.png").exists() and not (files / "curve.pdf").exists()
+
+
+ATTACK_ROWS = "idx\tlabel\tpredict\tbasePredict\tcorrect\ttime\n0\t3\t3\t3\t1\t1.0\n20\t8\t-1\t2\t0\t1.0\n"
+
+
+def test_attack_marker_goes_at_the_epsilon_of_its_run_record(tmp_path):
+    path = tmp_path / "attack.tsv"
+    path.write_text(ATTACK_ROWS)
+    assert analysis.marker_radius(results.read_results(str(path))) == 0.0  # no record: radius 0
+    (tmp_path / "attack.tsv.json").write_text(json.dumps({"kind": "attack", "epsilon": 0.5}))
+    assert analysis.marker_radius(results.read_results(str(path))) == 0.5
+    (tmp_path / "attack.tsv.json").write_text("{not json")
+    assert analysis.marker_radius(results.read_results(str(path))) == 0.0  # unreadable record: radius 0
+    (tmp_path / "attack.tsv.json").write_text(json.dumps({"epsilon": -1}))
+    assert analysis.marker_radius(results.read_results(str(path))) == 0.0
+    (tmp_path / "attack.tsv.json").write_text(json.dumps({"epsilon": 0.25}))
+    analysis.plot_certified_accuracy([str(path)], tmp_path / "plot.png")  # the marker's radius sets the axis
+    assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_default_plot_labels_keep_the_directory_when_file_names_repeat(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "certify.tsv").write_text(CERTIFY_A)
+    (tmp_path / "other.tsv").write_text(CERTIFY_A)
+    items = [results.read_results(str(p)) for p in
+             (tmp_path / "a" / "certify.tsv", tmp_path / "b" / "certify.tsv", tmp_path / "other.tsv")]
+    assert analysis.default_labels(items) == ["a/certify.tsv", "b/certify.tsv", "other.tsv"]

@@ -278,13 +278,15 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
     Each certify file is an exact step curve: at radius r its height is the fraction of rows with
     correct == 1 and radius >= r. With more than one certify file, their envelope (best per
     radius) is drawn dashed. Predict / attack files have no radii: each appears as one hollow
-    marker at radius 0 at the height of its empirical accuracy, labelled "empirical, not certified"
-    (an attack file's epsilon is not stored in the TSV, so it cannot be placed at epsilon).
+    marker at the height of its empirical accuracy, labelled "empirical, not certified": a predict
+    file at radius 0, an attack file at its attack's epsilon when the run record written beside it
+    (`<file>.json`, by `tfsmooth attack`) gives one, else at 0.
 
     Args:
         paths_or_results: non-empty sequence of TSV paths or Results.
         out_png: str or os.PathLike ending in ".png"; missing parent directories are created.
-        labels: legend labels, one per item; default the file names (or "results i").
+        labels: legend labels, one per item; default the file names (with their directory when two
+            files share a name; "results i" for in-memory results).
         max_radius: right end of the radius axis (ℓ2, pixels in [0, 1]), > 0; default 1.1 times
             the largest radius in the certify files (so the last drop to 0 shows), or 1.0 when
             there is none or it is 0.
@@ -298,8 +300,7 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
     if not items:
         raise ValueError("paths_or_results must not be empty")
     if labels is None:
-        labels = [os.path.basename(r.path) if r.path else f"results {i}"
-                  for i, r in enumerate(items)]
+        labels = default_labels(items)
     if len(labels) != len(items):
         raise ValueError(f"labels must have one entry per file ({len(items)}), got {len(labels)}")
     out_png = os.fspath(out_png)
@@ -309,11 +310,33 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
         _check_nonempty(r)
     certify = [(label, r) for label, r in zip(labels, items) if r.kind == "certify"]
     if max_radius is None:
-        largest = max([float(np.max(r.radius)) for _, r in certify], default=0.0)
+        largest = max([float(np.max(r.radius)) for _, r in certify] + [marker_radius(r) for r in items], default=0.0)
         max_radius = 1.1 * largest if largest > 0 else 1.0
     elif not (np.isfinite(max_radius) and max_radius > 0):
         raise ValueError(f"max_radius must be a finite l2 radius > 0, got {max_radius!r}")
     _draw(items, labels, certify, float(max_radius), out_png)
+
+
+def default_labels(items) -> list:
+    """Legend labels for Results: file names, or the last two path parts where file names repeat."""
+    names = [os.path.basename(r.path) if r.path else f"results {i}" for i, r in enumerate(items)]
+    return [os.path.join(os.path.basename(os.path.dirname(r.path)), name) if r.path and names.count(name) > 1
+            else name for name, r in zip(names, items)]
+
+
+def marker_radius(r) -> float:
+    """Where an empirical (predict / attack) result goes on the radius axis: an attack file's epsilon
+    (l2, [0, 1] pixels) from its run record `<path>.json`, else 0.0. Certify results: 0.0."""
+    if r.kind != "attack" or not r.path or not os.path.isfile(r.path + ".json"):
+        return 0.0
+    try:
+        with open(r.path + ".json") as f:
+            epsilon = json.load(f).get("epsilon")
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    if isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool) and np.isfinite(epsilon) and epsilon >= 0:
+        return float(epsilon)
+    return 0.0
 
 
 def _draw(items, labels, certify, max_radius, out_png) -> None:
@@ -334,15 +357,18 @@ def _draw(items, labels, certify, max_radius, out_png) -> None:
                   label=ENVELOPE_LABEL)
     for label, r in zip(labels, items):
         if r.kind != "certify":
-            axes.plot([0.0], [accuracy(r)], marker="D", markersize=8, fillstyle="none",
+            at = marker_radius(r)
+            where = f" at epsilon={at:g}" if at > 0 else ""
+            axes.plot([at], [accuracy(r)], marker="D", markersize=8, fillstyle="none",
                       linestyle="none", clip_on=False,
-                      label=f"{label}: {r.kind}, empirical, not certified")
+                      label=f"{label}: {r.kind}{where}, empirical, not certified")
     axes.set_xlim(0.0, max_radius)
     axes.set_ylim(0.0, 1.02)  # a little headroom so that a curve at 1.0 is not clipped
     axes.set_xlabel("radius (l2 norm, pixels in [0, 1])")
     axes.set_ylabel("certified accuracy (fraction)")
     axes.set_title("Certified accuracy of the smoothed classifier")
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper right", fontsize="small")
+    # Below the axes: long file names would otherwise cover the curves (bbox_inches="tight" keeps it).
+    axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize="small", frameon=False)
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     figure.savefig(out_png, format="png", dpi=100, bbox_inches="tight")
