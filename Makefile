@@ -29,7 +29,7 @@ install-test: $(BIN)/python
 
 # The main job: Gaussian-augmentation training of a CIFAR ResNet-20 (sigma = 0.25) on the embedded
 # real CIFAR-10 sample, CERTIFY on 100 embedded test images (n = 10,000), table and plot; then the two shipped
-# full-data models (Gaussian, SmoothAdv) certified on the same images with n = 2,000 (radii up to 0.67).
+# full-data models (Gaussian, SmoothAdv) certified on the same images with n = 2,000 (radii up to 0.675).
 demo: install
 	$(BIN)/tfsmooth train --dataset cifar10_sample --arch cifar_resnet20 --sigma 0.25 \
 	    --epochs 15 --batch 128 --lr 0.1 --lr-step 10 --weight-decay 1e-4 --outdir $(DEMO)/gaussian_sigma0.25
