@@ -166,7 +166,7 @@ def torch_runners(image, args):
     x = torch.from_numpy(image.transpose(2, 0, 1).copy())
     runners = {}
     for name, variant, threads, mode in torch_variant_names(args):
-        for workers in getattr(args, "torch_workers", [1]):
+        for workers in args.torch_workers:
             model = ref.CifarResNet(20).eval()
             if mode == "cast":
                 model = model.to(torch.bfloat16)
@@ -295,6 +295,14 @@ def report(header, wall, cpu, unit, target):
     return "\n".join(lines), ratio
 
 
+def emit(text, markdown):
+    """Prints the report and, if `markdown` is a path, writes it there too."""
+    print(text)
+    if markdown:
+        with open(markdown, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
 def common_header(info, args, script, load_before, load_after, arch_err, torch_version, tf_threads):
     command = f"python benchmarks/{script} " + " ".join(sys.argv[1:])
     return [
@@ -329,11 +337,7 @@ def main(argv=None):
     header.append(f"- workload: CIFAR ResNet-20 (random weights), one 32x32x3 image, sigma={args.sigma}, "
                   f"batch {args.batch}, {args.num} noisy draws per run, median of {args.repeats} interleaved runs, "
                   f"{args.precision} on both sides")
-    text, _ = report(header, wall, cpu, "noisy samples", 1.3)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    emit(report(header, wall, cpu, "noisy samples", 1.3)[0], args.markdown)
 
 
 if __name__ == "__main__":

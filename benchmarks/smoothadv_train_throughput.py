@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from certify_throughput import (check_same_architecture, common_header, configure_tensorflow, load_average,
+from certify_throughput import (check_same_architecture, common_header, configure_tensorflow, emit, load_average,
                                 machine_info, report, thread_counts, time_interleaved, torch_variant_names)
 
 TORCH_VARIANTS = ("eager", "channels_last", "compile")
@@ -172,11 +172,7 @@ def main(argv=None):
         f"- workload: SmoothAdv-PGD training of a CIFAR ResNet-20 on random 32x32x3 images, batch {args.batch}, "
         f"m={args.num_noise_vec}, T={args.num_steps}, epsilon={args.epsilon}, sigma={args.sigma}; SGD lr 0.1, "
         f"momentum 0.9, weight decay 1e-4; {args.steps} steps per run, median of {args.repeats} interleaved runs")
-    text, _ = report(header, wall, cpu, "clean images", 1.2)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    emit(report(header, wall, cpu, "clean images", 1.2)[0], args.markdown)
 
 
 if __name__ == "__main__":

@@ -44,5 +44,19 @@ def linear_classifier(w, b):
     return _dense_model(kernel, np.array([0.0, b]))
 
 
+def randomize_batch_norms(model, seed=0):
+    """Moving statistics far from the initial (0, 1), so an unfolded or mis-folded norm shows."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0, 0.5, shape))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, shape))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.5, shape))
+
+
 def half_image():
     return np.full(SHAPE, 0.5, np.float32)

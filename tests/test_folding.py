@@ -5,22 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fixtures import randomize_batch_norms as _randomize_batch_norms
 from tfsmooth import models
 from tfsmooth.models import folding
-
-
-def _randomize_batch_norms(model, seed=0):
-    """Moving statistics far from the initial (0, 1), so an unfolded or mis-folded norm shows."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.5, shape))
-            layer.moving_variance.assign(rng.uniform(0.2, 3.0, shape))
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.5, shape))
 
 
 def _conv_bn(use_bias=False, activation=None, bn_kwargs=None):

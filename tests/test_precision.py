@@ -12,20 +12,11 @@ from tfsmooth.cli.main import cli
 from tfsmooth.models import folding
 
 
-def _randomize_batch_norms(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.5, shape))
-            layer.moving_variance.assign(rng.uniform(0.2, 3.0, shape))
-
-
 @pytest.fixture(scope="module")
 def resnet():
     keras.utils.set_random_seed(0)
     model = models.cifar_resnet(20)
-    _randomize_batch_norms(model)
+    fixtures.randomize_batch_norms(model)
     return model
 
 

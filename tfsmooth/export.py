@@ -374,9 +374,7 @@ def _serving_module(base_model, cfg: ExportConfig):
     module = tf.Module(name="tfsmooth_export")
     view = folding.InferenceView(base_model, cfg.compute_dtype)  # as SmoothedClassifier: the same logit bits
     inference_model = view.model
-    variables = list(base_model.variables)
-    if inference_model is not base_model:  # a bfloat16 view has its own copies of the weights
-        variables += [v for v in inference_model.variables if all(v is not w for w in variables)]
+    variables = list(base_model.variables) + view.copied_variables  # a bfloat16 view has its own copies
     module.model_variables = [getattr(v, "value", v) for v in variables]
     image_spec = tf.TensorSpec(None, tf.float32, name="images")
     seed_spec = tf.TensorSpec(None, tf.int64, name="seed")

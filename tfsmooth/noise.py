@@ -90,8 +90,6 @@ def count_blocks(base_model, images, image_of_block, seeds, valid, *, block_size
     Returns:
         int32 [M, num_classes]: counts of argmax f(x + delta) over the valid draws of each block.
     """
-    if parallel_passes == 1:
-        return _count_group(base_model, images, image_of_block, seeds, valid, block_size, sigma, num_classes)
     total = tf.shape(seeds)[0]
     bounds = [(total * i) // parallel_passes for i in range(parallel_passes + 1)]
     return tf.concat([

@@ -251,15 +251,10 @@ class CertifyConfig:
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
-        record = dataclasses.asdict(self)
-        record["model"] = os.path.abspath(self.model)
-        record.pop("data_dir")
-        if record["compute_dtype"] == "float32":  # files written before the option existed stay resumable
-            record.pop("compute_dtype")
-        if kind == "predict":
-            record.pop("n0")
-        record["kind"] = kind
-        return record
+        omit = ["n0"] if kind == "predict" else []
+        if self.compute_dtype == "float32":  # files written before the option existed stay resumable
+            omit.append("compute_dtype")
+        return _run_record(self, kind, omit)
 
 
 def load_base_model(path: str) -> keras.Model:
@@ -339,7 +334,7 @@ def _evaluate(config, columns, record, answers, out, on_row, prepare=None, prepa
         out, on_row: as in `certify_dataset`.
         prepare: optional callable (images, labels, idxs) -> (images to evaluate, extra row fields
             per image), on lists of up to `prepare_group` examples, e.g. the attack of
-            `attack_dataset`.
+            `attack_dataset`; default: the images unchanged.
         prepare_group: examples per `prepare` call. Groups are consecutive selected examples in
             fixed positions (0..g-1, g..2g-1, ...), so a resumed run prepares the same groups as an
             uninterrupted one (a group with some rows done is prepared whole; only its missing rows
@@ -349,13 +344,8 @@ def _evaluate(config, columns, record, answers, out, on_row, prepare=None, prepa
                                     config.skip, config.max)
     pending = {}  # idx -> row fields known before the smoothed classifier answers
 
+    prepare = prepare or _unchanged
     def todo(done):
-        if prepare is None:
-            for idx, image, label in examples:
-                if idx not in done:
-                    pending[idx] = {"label": int(label)}
-                    yield idx, image
-            return
         for group in _groups(examples, prepare_group):
             if all(idx in done for idx, _, _ in group):
                 continue
@@ -384,6 +374,22 @@ def _evaluate(config, columns, record, answers, out, on_row, prepare=None, prepa
 
 
 # -------------------------------------------------------------------------------------- helpers
+def _unchanged(images, labels, idxs):
+    """The default `prepare` of `_evaluate`: the images as they are, no extra row fields."""
+    return images, [{}] * len(images)
+
+
+def _run_record(config, kind, omit):
+    """The fields of an evaluation config that identify its results, with the model's absolute path;
+    data_dir (where the same images come from) and the fields in `omit` left out."""
+    record = dataclasses.asdict(config)
+    record["model"] = os.path.abspath(config.model)
+    for name in ["data_dir", *omit]:
+        record.pop(name)
+    record["kind"] = kind
+    return record
+
+
 def _groups(iterable, size):
     group = []
     for item in iterable:
@@ -693,12 +699,7 @@ class AttackConfig:
 
     def run_record(self) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
-        record = dataclasses.asdict(self)
-        record["model"] = os.path.abspath(self.model)
-        record.pop("data_dir")
-        record.pop("attack_batch")
-        record["kind"] = "attack"
-        return record
+        return _run_record(self, "attack", ["attack_batch"])
 
 
 def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None) -> int:

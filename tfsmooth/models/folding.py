@@ -170,6 +170,11 @@ class InferenceView:
         self.sync()
         self.model = fold_batch_norm(clone)
 
+    @property
+    def copied_variables(self) -> list:
+        """The view's own variables (the bfloat16 clone's copies); empty for float32, which shares."""
+        return [target for target, _ in self._pairs]
+
     def sync(self) -> None:
         """Copies the source model's weights into a bfloat16 view (nothing to do for float32)."""
         for target, source in self._pairs:
@@ -189,6 +194,9 @@ def _bfloat16_clone(model):
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
+    if copy.outputs[0].dtype != "float32":  # the last listed layer was not the one producing the output
+        raise ValueError("compute_dtype='bfloat16': cannot keep the model's output layer in float32 "
+                         f"(its output is {copy.outputs[0].dtype}); make the output layer the model's last layer")
     if [tuple(w.shape) for w in copy.weights] != [tuple(w.shape) for w in model.weights]:
         raise ValueError("compute_dtype='bfloat16': the cloned model's weights do not match the base model's")
     return copy
