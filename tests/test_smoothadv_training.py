@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import fixtures
-from tfsmooth import runs
+from tfsmooth import attacks, models, runs
+from tfsmooth.models import folding
 from tfsmooth.training import EpochTracker, GaussianAugmentedModel, SmoothAdvModel
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -111,6 +112,39 @@ def test_one_fit_step_updates_weights_and_zero_sample_weights_do_not():
     assert history.history["loss"][0] == 0.0
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _conv_bn_classifier():
+    inputs = keras.Input((8, 8, 3))
+    z = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
+    z = keras.layers.ReLU()(models.FusedBatchNormalization(name="bn")(z))
+    base = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(z)))
+    fixtures.randomize_batch_norms(base)
+    return base
+
+
+def test_attack_runs_on_a_folded_view_sharing_the_weights(tmp_path):
+    base = _conv_bn_classifier()
+    model = _model(base)
+    assert any(isinstance(layer, folding._FoldedConvBatchNorm) for layer in model.attack_model.layers)
+    assert {id(v) for v in model.attack_model.weights} <= {id(v) for v in base.weights}
+    assert len(model.trainable_variables) == len(base.trainable_variables)  # the view adds no variables
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.25, 0.75, (4, 8, 8, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 4)
+    noise = (0.25 * rng.standard_normal((4, 2, 8, 8, 3))).astype(np.float32)
+    # Same attack as on the unfolded base classifier, up to float32 rounding of the folded convolution.
+    x_adv = model.attack_batch(tf.constant(x), tf.constant(y), tf.constant(noise), 0.5)
+    expected = attacks.smooth_adv_pgd(base, x, y, noise, epsilon=0.5, num_steps=2)
+    assert np.abs(x_adv.numpy() - x).max() > 0.01  # the attack moved the images
+    np.testing.assert_allclose(x_adv, expected, atol=1e-4)
+    # Training the base classifier is seen by the view; the saved file holds the base weights once.
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_allclose(model.attack_model(x, training=False), base(x, training=False), atol=1e-4)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert len(loaded.weights) == len(model.weights)
+    np.testing.assert_allclose(loaded.attack_model(x, training=False), base(x, training=False), atol=1e-4)
 
 
 def test_keras_file_round_trip_keeps_configuration_and_predictions(tmp_path):

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from tfsmooth import attacks, stats
+from tfsmooth.models.folding import fold_batch_norm
 
 
 @keras.saving.register_keras_serializable(package="tfsmooth")
@@ -159,6 +160,11 @@ class SmoothAdvModel(GaussianAugmentedModel):
         self.warmup_epochs = stats.check_count(warmup_epochs, "warmup_epochs")
         self.multi_noise = multi_noise
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
+        # The attack calls the base classifier in inference mode only, so it runs on a view with
+        # each conv + batch-norm pair folded into one convolution (models.folding): same variables,
+        # same outputs up to float rounding, no separate normalization passes forward and backward.
+        # Set past Keras' attribute tracking: the view is neither saved nor its variables counted.
+        object.__setattr__(self, "attack_model", fold_batch_norm(base_model))
 
     def epsilon_at(self, epoch: int) -> float:
         """epsilon_t = min(epsilon, epsilon * (epoch + 1) / warmup_epochs) for epoch >= 0 (from 0)."""
@@ -201,12 +207,17 @@ class SmoothAdvModel(GaussianAugmentedModel):
         return tf.ensure_shape(noise, [None, self.num_noise_vec, *x.shape[1:]])
 
     def attack_batch(self, x, y, noise, epsilon):
-        """The configured SmoothAdv attack of `x` with these draws; float32 [B, H, W, C] in [0, 1]."""
+        """The configured SmoothAdv attack of `x` with these draws; float32 [B, H, W, C] in [0, 1].
+
+        The attack runs on `attack_model`: the base classifier with batch norm folded into its
+        convolutions (`models.folding.fold_batch_norm`, sharing its variables), whose outputs equal
+        the base classifier's in inference mode up to float32 rounding.
+        """
         if y.shape.rank == 2 and y.shape[-1] == 1:  # sparse labels given as a column
             y = y[:, 0]
         seed = tf.cast(self.noise_generator.next(), tf.int64)
         attack = attacks.smooth_adv_pgd if self.attack == "pgd" else attacks.smooth_adv_ddn
-        return attack(self.base_model, x, y, noise, epsilon=epsilon, num_steps=self.num_steps, seed=seed)
+        return attack(self.attack_model, x, y, noise, epsilon=epsilon, num_steps=self.num_steps, seed=seed)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, with an `EpochTracker` added to the callbacks (epsilon warm-up)."""

@@ -13,6 +13,9 @@ import keras
 from keras import layers
 
 from tfsmooth.data import CIFAR10_MEAN, CIFAR10_STD
+from tfsmooth.models.batch_norm import FusedBatchNormalization
+
+__all__ = ["ARCHITECTURES", "FusedBatchNormalization", "cifar_resnet", "get_model", "small_cnn"]
 
 ARCHITECTURES = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "small_cnn")
 
@@ -30,15 +33,15 @@ def _basic_block(x, filters: int, stride: int, reg, name: str):
     shortcut = x
     y = layers.Conv2D(filters, 3, stride, padding="same", use_bias=False, kernel_initializer="he_normal",
                       kernel_regularizer=reg, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = FusedBatchNormalization(name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, 1, padding="same", use_bias=False, kernel_initializer="he_normal",
                       kernel_regularizer=reg, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = FusedBatchNormalization(name=f"{name}_bn2")(y)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, stride, use_bias=False, kernel_initializer="he_normal",
                                  kernel_regularizer=reg, name=f"{name}_down_conv")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_down_bn")(shortcut)
+        shortcut = FusedBatchNormalization(name=f"{name}_down_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -75,7 +78,7 @@ def cifar_resnet(depth: int, num_classes: int = 10, *, weight_decay: float = 0.0
     x = _normalization(mean, std)(inputs)
     x = layers.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                       kernel_regularizer=reg, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = FusedBatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate((16, 32, 64)):
         for block in range(blocks):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfsmooth.models.batch_norm import FusedBatchNormalization
+
 
 class _FoldedConvBatchNorm(keras.layers.Layer):
     """conv(x, W * s) + (beta + (b - mean) * s): a Conv2D and its BatchNormalization, inference only."""
@@ -59,6 +61,11 @@ class _Passthrough(keras.layers.Layer):
         return x
 
 
+_FOLDABLE_NORMS = (keras.layers.BatchNormalization, FusedBatchNormalization)
+"""Batch-norm classes folded: Keras' own and its fused-training subclass (same inference path). Other
+subclasses may change the inference math, so they are left alone."""
+
+
 def _foldable_pairs(model):
     """{conv layer name: batch-norm layer} for each Conv2D whose only consumer is a BatchNormalization."""
     consumers = {}
@@ -81,7 +88,7 @@ def _foldable_pairs(model):
         if any(output is model_output for model_output in model.outputs):
             continue
         users = consumers.get(id(output), [])
-        if len(users) == 1 and type(users[0]) is keras.layers.BatchNormalization and users[0].axis in (-1, 3):
+        if len(users) == 1 and type(users[0]) in _FOLDABLE_NORMS and users[0].axis in (-1, 3):
             pairs[layer.name] = users[0]
     return pairs
 
@@ -91,8 +98,8 @@ def fold_batch_norm(model):
 
     Only top-level layers of a functional or Sequential Keras model are considered: a channels-last
     `keras.layers.Conv2D` without activation, used once, whose output goes only to a
-    `keras.layers.BatchNormalization` on the channel axis. Any other model (subclassed, or with
-    nothing to fold) is returned unchanged.
+    `keras.layers.BatchNormalization` (or `FusedBatchNormalization`) on the channel axis. Any other
+    model (subclassed, or with nothing to fold) is returned unchanged.
 
     Args:
         model: Keras model, float32 [batch, H, W, C] -> outputs; its batch norms are used with their
