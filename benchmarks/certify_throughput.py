@@ -285,9 +285,11 @@ def result_table(wall, cpu, unit):
 
 def report(header, wall, cpu, unit, target):
     """The markdown section: `header` lines, the table, and the ratio of the first runner (tfsmooth)
-    to the fastest of the others (PyTorch variants) by median wall-clock rate. Returns (text, ratio)."""
+    to the fastest PyTorch variant (runners named "PyTorch ...") by median wall-clock rate.
+    Returns (text, ratio)."""
     medians = {name: statistics.median(rates) for name, rates in wall.items()}
-    first, *others = list(wall)
+    first = next(iter(wall))
+    others = [name for name in wall if name.startswith("PyTorch")]
     best = max(others, key=medians.get)
     ratio = medians[first] / medians[best]
     lines = [*header, "", *result_table(wall, cpu, unit), "",

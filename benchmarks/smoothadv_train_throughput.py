@@ -1,4 +1,4 @@
-"""Images per second of SmoothAdv training: tfsmooth's `SmoothAdvModel` against plain PyTorch (issue 2, Sec. 9).
+"""Images per second of SmoothAdv training: tfsmooth's `SmoothAdvModel` against plain PyTorch (issue 3, Sec. 5).
 
 One SmoothAdv-PGD training step (Salman et al. 2019, Pseudocode 1, multi-noise): draw m noise vectors
 per example, attack the smoothed soft classifier for T steps with the base classifier in inference
@@ -11,6 +11,8 @@ CIFAR ResNet-20 (the architecture is checked weight for weight, see `certify_thr
   `fit` over an in-memory `tf.data` pipeline of random images; a run is one `fit` call of
   `steps + 1` steps, timed by a callback from the end of its first step to the end of its last,
   so the per-call set-up and tear-down of `fit` (paid once per epoch in real training) is left out;
+  with `--tf-ablation`, also the same model with Keras' own BatchNormalization layers and the attack
+  on the unfolded base classifier (tfsmooth before its fused batch norm and folded attack view);
 * PyTorch: `benchmarks/_torch_reference.smooth_adv_train_step`, the loop of the paper's reference
   `train_pgd.py` (attack in eval mode with frozen parameters, then train mode and one step on all m
   copies), eager NCHW, eager channels_last, or with `torch.compile` of the model.
@@ -52,6 +54,8 @@ def parse_args(argv=None):
                         help="TensorFlow intra- and inter-op threads; 0 keeps TensorFlow's default (one per core)")
     parser.add_argument("--variants", default=",".join(TORCH_VARIANTS),
                         help=f"comma-separated PyTorch variants among {', '.join(TORCH_VARIANTS)}")
+    parser.add_argument("--tf-ablation", action="store_true",
+                        help="also time tfsmooth with Keras' BatchNormalization and an unfolded attack model")
     parser.add_argument("--markdown", default=None, help="also write the results as a markdown section here")
     args = parser.parse_args(argv)
     for name in ("batch", "num_noise_vec", "num_steps", "steps", "repeats"):
@@ -77,8 +81,23 @@ def random_data(args, pool=4):
     return images, rng.integers(0, 10, pool * args.batch).astype(np.int64)
 
 
-def tfsmooth_runner(images, labels, args):
-    """run(steps) -> (wall s, CPU s) of `steps` SmoothAdv training steps in `SmoothAdvModel.fit`."""
+def _keras_batch_norms(model):
+    """`model` rebuilt with keras.layers.BatchNormalization in place of FusedBatchNormalization."""
+    import keras
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def tfsmooth_runner(images, labels, args, ablation=False):
+    """run(steps) -> (wall s, CPU s) of `steps` SmoothAdv training steps in `SmoothAdvModel.fit`.
+
+    ablation: Keras' BatchNormalization instead of the fused one, and the attack on the base
+    classifier itself instead of its batch-norm-folded view (tfsmooth as of session 2)."""
     import keras
     import tensorflow as tf
 
@@ -86,8 +105,13 @@ def tfsmooth_runner(images, labels, args):
     from tfsmooth.training import SmoothAdvModel
 
     keras.utils.set_random_seed(0)
-    model = SmoothAdvModel(models.cifar_resnet(20, weight_decay=1e-4), args.sigma, attack="pgd",
+    base = models.cifar_resnet(20, weight_decay=1e-4)
+    if ablation:
+        base = _keras_batch_norms(base)
+    model = SmoothAdvModel(base, args.sigma, attack="pgd",
                            epsilon=args.epsilon, num_steps=args.num_steps, num_noise_vec=args.num_noise_vec, seed=0)
+    if ablation:
+        object.__setattr__(model, "attack_model", base)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),  # as tfsmooth.runs.train
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(args.batch, drop_remainder=True)
@@ -112,6 +136,8 @@ def tfsmooth_runner(images, labels, args):
         (wall0, cpu0), (wall1, cpu1) = clock.ticks[0], clock.ticks[-1]
         return wall1 - wall0, cpu1 - cpu0
 
+    if ablation:
+        return run, "tfsmooth ablation: Keras BatchNormalization, unfolded attack"
     return run, f"tfsmooth (TF {tf.__version__}, SmoothAdvModel.fit)"
 
 
@@ -164,7 +190,11 @@ def main(argv=None):
     arch_err = check_same_architecture()
     images, labels = random_data(args)
     tf_run, tf_name = tfsmooth_runner(images, labels, args)
-    runners = {tf_name: tf_run, **{f"PyTorch {n}": r for n, r in torch_runners(images, labels, args).items()}}
+    runners = {tf_name: tf_run}
+    if args.tf_ablation:
+        ablation_run, ablation_name = tfsmooth_runner(images, labels, args, ablation=True)
+        runners[ablation_name] = ablation_run
+    runners.update({f"PyTorch {n}": r for n, r in torch_runners(images, labels, args).items()})
     wall, cpu = time_interleaved(runners, 2, args.steps, args.repeats, items_per_unit=args.batch)
     header = common_header(info, args, "smoothadv_train_throughput.py", load_before, load_average(), arch_err,
                            torch.__version__, tf_threads)
