@@ -20,20 +20,18 @@ import glob
 import tempfile
 import time
 
+from smoothadv_train_throughput import (add_workload_arguments, check_workload_arguments, random_data,
+                                        tfsmooth_runner)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64, help="clean images per training step (default 64)")
-    parser.add_argument("--num-noise-vec", type=int, default=2, help="noise draws m per image (default 2)")
-    parser.add_argument("--num-steps", type=int, default=2, help="attack steps T (default 2)")
-    parser.add_argument("--steps", type=int, default=6, help="profiled training steps (default 6)")
+    add_workload_arguments(parser, 6, "profiled training steps")
     parser.add_argument("--top", type=int, default=25, help="op types listed (default 25)")
     parser.add_argument("--ablation", action="store_true",
                         help="Keras BatchNormalization and the attack on the unfolded base classifier")
     args = parser.parse_args(argv)
-    for name in ("batch", "num_noise_vec", "num_steps", "steps", "top"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be an integer >= 1, got {getattr(args, name)}")
+    check_workload_arguments(parser, args, "top")
     return args
 
 
@@ -59,9 +57,6 @@ def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
 
-    from smoothadv_train_throughput import random_data, tfsmooth_runner
-
-    args.sigma, args.epsilon = 0.25, 0.25  # as the throughput benchmark's defaults
     images, labels = random_data(args)
     run, name = tfsmooth_runner(images, labels, args, ablation=args.ablation)
     run(2)  # trace and warm up

@@ -39,14 +39,28 @@ from certify_throughput import (check_same_architecture, common_header, configur
 TORCH_VARIANTS = ("eager", "channels_last", "compile")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_workload_arguments(parser, steps_default: int, steps_help: str):
+    """The training-step workload (batch, m, T, epsilon, sigma, steps); shared with profile_train_step.py."""
     parser.add_argument("--batch", type=int, default=64, help="clean images per training step (default 64)")
     parser.add_argument("--num-noise-vec", type=int, default=2, help="noise draws m per image (default 2)")
     parser.add_argument("--num-steps", type=int, default=2, help="attack steps T (default 2)")
     parser.add_argument("--epsilon", type=float, default=0.25, help="attack l2 radius, [0, 1] pixel scale")
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level, l2 on the [0, 1] pixel scale")
-    parser.add_argument("--steps", type=int, default=10, help="training steps per timed run (default 10)")
+    parser.add_argument("--steps", type=int, default=steps_default, help=f"{steps_help} (default {steps_default})")
+
+
+def check_workload_arguments(parser, args, *counts: str):
+    """parser.error unless the workload's counts (and `counts`) are >= 1, sigma > 0 and epsilon >= 0."""
+    for name in ("batch", "num_noise_vec", "num_steps", "steps", *counts):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be an integer >= 1, got {getattr(args, name)}")
+    if not args.sigma > 0 or not args.epsilon >= 0:
+        parser.error(f"--sigma must be > 0 and --epsilon >= 0, got {args.sigma} and {args.epsilon}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_workload_arguments(parser, 10, "training steps per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; median reported")
     parser.add_argument("--threads", type=thread_counts, default=[2],
                         help="torch.set_num_threads; a comma-separated list times every variant at each (default 2)")
@@ -58,11 +72,7 @@ def parse_args(argv=None):
                         help="also time tfsmooth with Keras' BatchNormalization and an unfolded attack model")
     parser.add_argument("--markdown", default=None, help="also write the results as a markdown section here")
     args = parser.parse_args(argv)
-    for name in ("batch", "num_noise_vec", "num_steps", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be an integer >= 1, got {getattr(args, name)}")
-    if not args.sigma > 0 or not args.epsilon >= 0:
-        parser.error(f"--sigma must be > 0 and --epsilon >= 0, got {args.sigma} and {args.epsilon}")
+    check_workload_arguments(parser, args, "repeats")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(args.variants) - set(TORCH_VARIANTS))
     if args.tf_threads < 0:
