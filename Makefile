@@ -48,6 +48,9 @@ demo: install
 	@echo "plot: $(DEMO)/shipped_models.png"
 
 # The whole test suite against the installed package (run from tests/ so the source tree is not shadowing it).
+# install-test installs saved_model_cli (with tensorflow) and tensorflow-serving-api: their tests must run here,
+# so TFSMOOTH_REQUIRE_SERVING_TOOLS=1 turns their "not installed" skip into a failure (a bare pytest still skips).
+test: export TFSMOOTH_REQUIRE_SERVING_TOOLS := 1
 test: install-test
 	$(BIN)/pytest tests -q
 

@@ -21,12 +21,14 @@ from tfsmooth.cli._common import Progress, data_options, library_errors, quiet_t
               help="plug_in: gradient of eq. (6); stein: gradient-free eq. (7) (pgd only).")
 @click.option("--n", type=int, default=1000, show_default=True, help="PREDICT's noisy draws at the attacked point.")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="PREDICT's failure probability.")
-@click.option("--batch", type=int, default=1000, show_default=True, help="PREDICT's noisy copies per forward pass.")
+@click.option("--batch", type=int, default=1000, show_default=True,
+              help="PREDICT's noisy copies per forward pass, rounded down to a multiple of the noise block "
+                   "(100 draws), at least one block. Rows do not depend on it: a rerun may change it.")
 @click.option("--attack-batch", type=int, default=8, show_default=True,
               help="Images attacked together (each attack step runs ATTACK_BATCH x NUM_NOISE_VEC noisy copies).")
 @click.option("--skip", type=int, default=1, show_default=True, help="Use every SKIP-th example.")
 @click.option("--max", "max_index", type=int, default=-1, show_default=True,
-              help="Stop at this example index (-1: whole split).")
+              help="Stop before this example index, >= 1 (-1: whole split).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output TSV; rerunning on it resumes.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Fixes the attack's and PREDICT's noise of every example (with its index).")

@@ -23,7 +23,9 @@ def _split_names(ctx, param, value):
 @click.option("--n", type=int, default=10_000, show_default=True,
               help="CERTIFY's estimation draws and PREDICT's draws (latency grows linearly with N).")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability.")
-@click.option("--batch", type=int, default=1000, show_default=True, help="Noisy copies per forward pass.")
+@click.option("--batch", type=int, default=1000, show_default=True,
+              help="Noisy copies per forward pass, rounded down to a multiple of the noise block "
+                   "(NOISE_BLOCK draws), at least one block.")
 @click.option("--noise-block", type=int, default=100, show_default=True,
               help="Draws per noise block; keep 100 to match `tfsmooth certify/predict` for the same seed.")
 @click.option("--out", type=click.Path(file_okay=False), required=True,

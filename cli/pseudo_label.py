@@ -21,7 +21,7 @@ def pseudo_label(teacher, dataset, split, data_dir, batch, out):
 
     Self-training (Salman et al. 2019, Sec. 4.2, after Carmon et al. 2019): the labels then train a
     student with `tfsmooth train --unlabeled DATASET:SPLIT --pseudo-labels OUT`. Writes an .npz
-    (label int64 [N] in data set order, dataset, split, teacher), readable without pickle.
+    (label int64 [N] in data set order, dataset, split, data_source, teacher), readable without pickle.
     """
     quiet_tensorflow()
     from tfsmooth import runs

@@ -223,9 +223,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_writes_a_png(files):
-    analysis.plot_certified_accuracy(["a.tsv", "b.tsv", "c.tsv"], files / "plots" / "curve.png")
+    figure = analysis.plot_certified_accuracy(["a.tsv", "b.tsv", "c.tsv"], files / "plots" / "curve.png")
     data = (files / "plots" / "curve.png").read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 5000
+    # Lines: a, b, their envelope (dashed), the predict file's marker at radius 0, height 2/3.
+    # Axis: 1.1 x the largest radius of the certify files (a's 1.23).
+    (axes,) = figure.axes
+    curve_a, curve_b, best, marker = axes.get_lines()
+    assert axes.get_xlim() == pytest.approx((0.0, 1.1 * 1.23))
+    np.testing.assert_array_equal(best.get_ydata(), np.maximum(curve_a.get_ydata(), curve_b.get_ydata()))
+    assert (best.get_linestyle(), list(marker.get_xdata()), list(marker.get_ydata())) == ("--", [0.0], [2 / 3])
 
 
 def test_plot_accepts_results_and_labels(files):
@@ -265,8 +272,23 @@ def test_attack_marker_goes_at_the_epsilon_of_its_run_record(tmp_path):
     (tmp_path / "attack.tsv.json").write_text(json.dumps({"epsilon": -1}))
     assert analysis.marker_radius(results.read_results(str(path))) == 0.0
     (tmp_path / "attack.tsv.json").write_text(json.dumps({"epsilon": 0.25}))
-    analysis.plot_certified_accuracy([str(path)], tmp_path / "plot.png")  # the marker's radius sets the axis
+    # A certify file whose radii (correct: 0.1, 0.2; wrong: 0.15; one abstention) all lie below the marker's
+    # 0.25: the marker's radius sets the axis, 1.1 x 0.25 = 0.275. The step curve's grid is every breakpoint
+    # in [0, 0.275]: 0, 0.1, 0.15, 0.2, 0.275, where 2, 2, 1, 1, 0 of the 4 rows are certified.
+    (tmp_path / "certify.tsv").write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t3\t3\t0.1\t1\t1.0\n"
+                                          "1\t8\t8\t0.2\t1\t1.0\n2\t1\t5\t0.15\t0\t1.0\n3\t4\t-1\t0.0\t0\t1.0\n")
+    certify = results.read_results(str(tmp_path / "certify.tsv"))
+    figure = analysis.plot_certified_accuracy([certify, str(path)], tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
+    (axes,) = figure.axes
+    step, marker = axes.get_lines()
+    assert axes.get_xlim() == pytest.approx((0.0, 0.275))
+    grid = [0.0, 0.1, 0.15, 0.2, 0.275]
+    np.testing.assert_allclose(step.get_xdata(), grid, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(step.get_ydata(), analysis.certified_accuracy(certify, grid))
+    np.testing.assert_array_equal(step.get_ydata(), [0.5, 0.5, 0.25, 0.25, 0.0])
+    assert step.get_drawstyle() == "steps-pre"
+    assert (list(marker.get_xdata()), list(marker.get_ydata())) == ([0.25], [0.5])  # 1 of 2 attacked rows correct
 
 
 def test_default_plot_labels_keep_the_directory_when_file_names_repeat(tmp_path):

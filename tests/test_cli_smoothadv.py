@@ -1,15 +1,18 @@
 """`train --method smoothadv`, `attack`, `pseudo-label` and self-training / fine-tuning through `train`."""
 
 import json
+import pathlib
+import re
 
 import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tfsmooth import analysis, data, models, results, runs
+from tfsmooth import ABSTAIN, analysis, data, models, results, runs
 from tfsmooth.cli.analyze import analyze
 from tfsmooth.cli.attack import attack
+from tfsmooth.cli.certify import predict
 from tfsmooth.cli.pseudo_label import pseudo_label
 from tfsmooth.cli.train import train
 
@@ -19,6 +22,12 @@ SMOOTHADV = ("--method", "smoothadv", "--epsilon", "0.5", "--num-steps", "1", "-
              "--warmup", "2")
 ATTACK = ("--dataset", "cifar10_sample", "--sigma", "0.25", "--epsilon", "0.5", "--num-steps", "2",
           "--num-noise-vec", "2", "--n", "100", "--batch", "100", "--skip", "500", "--seed", "3")
+# A trained ResNet-20 (70 % clean accuracy on the images below; tests/test_shipped_models.py), so that attacks
+# have predictions to change. PREDICT options shared by `predict` and `attack`: sample test images 0, 100, ..., 900.
+TRAINED = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "full_gaussian_sigma0.25" \
+    / "base_model.keras"
+EVALUATE = ("--dataset", "cifar10_sample", "--sigma", "0.25", "--n", "100", "--batch", "100", "--skip", "100",
+            "--seed", "3")
 
 
 def _invoke(command, *args):
@@ -29,6 +38,21 @@ def _refused(command, *args):
     result = CliRunner().invoke(command, [str(a) for a in args])
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     return result.output
+
+
+def _linked_copy(directory, copy):
+    """`copy`: a new directory of symbolic links to the files of `directory` (the same files elsewhere)."""
+    copy.mkdir()
+    for path in directory.iterdir():
+        (copy / path.name).symlink_to(path)
+    return copy
+
+
+def _clean_base_predictions(model_path, skip):
+    """The base classifier's class on every `skip`-th clean sample test image, computed directly."""
+    examples = data.select_examples(data.load_dataset("cifar10_sample", "test"), skip)
+    images = np.stack([image for _, image, _ in examples])
+    return np.argmax(runs.load_base_model(str(model_path)).predict(images, verbose=0), axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +92,7 @@ def test_attack_on_two_images_writes_attack_rows_that_analyze_reads(smoothadv_ru
     assert set(rows.base_predict.tolist()) <= set(range(10))
     sidecar = json.loads((tmp_path / "attack.tsv.json").read_text())
     assert (sidecar["kind"], sidecar["epsilon"], sidecar["num_noise_vec"], sidecar["n"]) == ("attack", 0.5, 2, 100)
+    assert sidecar["data_source"] == "embedded sample"
     result = _invoke(analyze, out, "--format", "json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)[str(out)]
@@ -144,9 +169,78 @@ def test_attack_bad_arguments_fail_cleanly_without_output(smoothadv_run, tmp_pat
     assert not out.exists() and not (tmp_path / "attack.tsv.json").exists()
 
 
+@pytest.mark.slow
+def test_attack_with_epsilon_0_answers_as_predict_on_the_clean_images(tmp_path):
+    # Both commands run PREDICT on the draws of stream noise.STREAM_PREDICT under (seed, idx), and at epsilon 0
+    # the attacked point is the clean image: the rows agree exactly, abstentions included.
+    attacked, predicted = tmp_path / "attack.tsv", tmp_path / "predict.tsv"
+    result = _invoke(attack, TRAINED, *EVALUATE, "--epsilon", "0", "--num-steps", "1", "--num-noise-vec", "2",
+                     "--out", attacked)
+    assert result.exit_code == 0, result.output
+    assert _invoke(predict, TRAINED, *EVALUATE, "--out", predicted).exit_code == 0
+    rows, expected = results.read_results(str(attacked)), results.read_results(str(predicted))
+    assert rows.idx.tolist() == expected.idx.tolist() == list(range(0, 1000, 100))
+    for column in ("label", "predict", "correct"):
+        np.testing.assert_array_equal(getattr(rows, column), getattr(expected, column))
+    # Not a constant answer: several classes, and with n = 100 some abstentions, which depend on the draws.
+    assert len(set(expected.predict.tolist())) >= 3 and ABSTAIN in expected.predict
+    np.testing.assert_array_equal(rows.base_predict, _clean_base_predictions(TRAINED, 100))
+
+
+@pytest.mark.slow
+def test_attack_with_a_large_epsilon_changes_most_base_predictions(tmp_path):
+    # An l2 radius of 8 on [0, 1] pixels (a CIFAR image has norm ~ 30) lets the attack reach another class on
+    # most images (8 of these 10, deterministic for this seed); returning the clean images would change none.
+    out = tmp_path / "attack.tsv"
+    result = _invoke(attack, TRAINED, *EVALUATE, "--epsilon", "8", "--num-steps", "2", "--num-noise-vec", "2",
+                     "--out", out)
+    assert result.exit_code == 0, result.output
+    changed = results.read_results(str(out)).base_predict != _clean_base_predictions(TRAINED, 100)
+    assert changed.sum() >= 6, changed
+
+
+@pytest.mark.slow
+def test_attack_resume_refuses_rows_of_another_data_source(smoothadv_run, cifar_dir, tmp_path, monkeypatch):
+    # Rows refer to images by idx: a resume must read them from the same source (the run record's
+    # data_source); the local files' directory may change.
+    monkeypatch.delenv(data.DATA_DIR_ENV_VAR, raising=False)
+    out = tmp_path / "attack.tsv"
+    sidecar_path = tmp_path / "attack.tsv.json"
+    args = [smoothadv_run / "base_model.keras", *ATTACK, "--dataset", "cifar10", "--skip", "5000", "--out", out]
+    result = _invoke(attack, *args, "--data-dir", cifar_dir)  # the last --dataset and --skip win
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads(sidecar_path.read_text())
+    assert sidecar["data_source"] == data.SOURCE_LOCAL
+    before = out.read_bytes()
+    monkeypatch.setenv(data.DATA_DIR_ENV_VAR, str(cifar_dir))  # the same files, named by the variable
+    result = _invoke(attack, *args)
+    assert result.exit_code == 0 and "0 new rows" in result.output, result.output
+    copy = _linked_copy(cifar_dir, tmp_path / "copy")  # the same files elsewhere: still resumable
+    result = _invoke(attack, *args, "--data-dir", copy)
+    assert result.exit_code == 0 and "0 new rows" in result.output, result.output
+    sidecar["data_source"] = data.SOURCE_TFDS  # as if the rows had been computed on tensorflow-datasets' records
+    sidecar_path.write_text(json.dumps(sidecar))
+    message = _refused(attack, *args, "--data-dir", cifar_dir)
+    assert "other parameters" in message and "data_source" in message and data.SOURCE_TFDS in message
+    assert out.read_bytes() == before
+
+
 def test_attack_missing_model_fails_cleanly(tmp_path):
     out = tmp_path / "attack.tsv"
     assert "missing.keras" in _refused(attack, tmp_path / "missing.keras", *ATTACK, "--out", out)
+    assert not out.exists()
+
+
+def test_load_base_model_tells_a_missing_file_from_one_that_is_not_a_keras_archive(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        runs.load_base_model(str(tmp_path / "missing.keras"))
+    text = tmp_path / "x.keras"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match=r"x.keras: it is not a .keras model archive \(a zip file") as info:
+        runs.load_base_model(str(text))
+    assert "not found" not in str(info.value)  # what Keras itself says about such a file
+    out = tmp_path / "attack.tsv"
+    assert "not a .keras model archive" in _refused(attack, text, *ATTACK, "--out", out)
     assert not out.exists()
 
 
@@ -168,9 +262,16 @@ def test_pseudo_label_writes_teacher_labels_and_train_mixes_them_in(smoothadv_ru
     config = runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", batch=1000, train_examples=32,
                               unlabeled="cifar10_sample", pseudo_labels=str(labels_path), self_training_weight=0.5)
     batches = list(runs._training_data(config, 10).as_numpy_iterator())
-    weights = np.concatenate([w for _, _, w in batches])
+    targets, weights = np.concatenate([y for _, y, _ in batches]), np.concatenate([w for _, _, w in batches])
     # 32 labeled images of weight 1 and 4,000 pseudo-labeled ones of weight 0.5: 4,032 examples, total weight 2,032.
     assert len(weights) == 4032 and weights.sum() == 2032.0
+    # The weight-0.5 examples carry the teacher's labels, not the true ones (400 per class in the sample).
+    true_labels = data.load_sample_arrays()["train_labels"]
+    teacher_counts = np.bincount(targets[weights == 0.5], minlength=10)
+    np.testing.assert_array_equal(teacher_counts, np.bincount(labels, minlength=10))
+    assert not np.array_equal(teacher_counts, np.bincount(true_labels, minlength=10))
+    np.testing.assert_array_equal(np.bincount(targets[weights == 1.0], minlength=10),
+                                  np.bincount(true_labels[:32], minlength=10))
     outdir = tmp_path / "student"
     result = _invoke(train, *args, "--batch", "1000", "--epochs", "1", "--outdir", outdir)  # the last --batch wins
     assert result.exit_code == 0, result.output
@@ -237,3 +338,100 @@ def test_attack_files_count_abstentions_as_wrong_in_analysis(tmp_path):
     out.write_text("idx\tlabel\tpredict\tbasePredict\tcorrect\ttime\n"
                    "0\t3\t3\t3\t1\t0.5\n20\t1\t-1\t1\t0\t0.5\n40\t2\t5\t5\t0\t0.5\n")
     assert analysis.accuracy(results.read_results(str(out))) == pytest.approx(1 / 3)
+
+
+@pytest.mark.slow
+def test_train_refuses_pseudo_labels_computed_on_another_data_source(cifar_dir, tmp_path, monkeypatch):
+    # Label i belongs to image i of the source the teacher saw; the same files in another directory are
+    # the same source, tensorflow-datasets' records another.
+    copy = _linked_copy(cifar_dir, tmp_path / "copy")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    teacher = tmp_path / "teacher.keras"
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(teacher)  # cheap on 50,000
+    labels_path = tmp_path / "labels.npz"
+    result = _invoke(pseudo_label, teacher, "--dataset", "cifar10", "--data-dir", copy, "--batch", "5000",
+                     "--out", labels_path)
+    assert result.exit_code == 0, result.output
+    with np.load(labels_path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    assert str(arrays["data_source"]) == data.SOURCE_LOCAL and arrays["label"].shape == (50_000,)
+    monkeypatch.setenv(data.DATA_DIR_ENV_VAR, str(cifar_dir))  # the same files in another directory: accepted
+    config = runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", unlabeled="cifar10",
+                              pseudo_labels=str(labels_path))
+    attached = np.concatenate([y for y in runs._pseudo_labeled_data(config, 10).map(lambda x, y: y).batch(50_000)])
+    np.testing.assert_array_equal(attached, arrays["label"])
+    np.savez(labels_path, **dict(arrays, data_source=np.asarray(data.SOURCE_TFDS)))  # labels of tfds' records
+    outdir = tmp_path / "student"
+    message = _refused(train, *TINY, "--epochs", "1", "--outdir", outdir, "--unlabeled", "cifar10:train",
+                       "--pseudo-labels", labels_path)
+    assert f"'{data.SOURCE_TFDS}'" in message and f"'{data.SOURCE_LOCAL}'" in message
+    assert not outdir.exists()
+
+
+def _write_pseudo_labels(path, **change):
+    """A pseudo-labels file for 4 cifar10_sample:train images as `pseudo_label` writes it, with `change`d
+    entries (None: left out)."""
+    arrays = dict(label=np.array([3, 0, 9, 3]), dataset="cifar10_sample", split="train",
+                  data_source="embedded sample", teacher="/models/teacher.keras")
+    arrays.update(change)
+    np.savez(path, **{key: np.asarray(value) for key, value in arrays.items() if value is not None})
+
+
+def _load_pseudo_labels(path):
+    return runs.load_pseudo_labels(str(path), "cifar10_sample:train", 10, 4, "embedded sample")
+
+
+def test_load_pseudo_labels_returns_the_int64_labels_of_a_matching_file(tmp_path):
+    path = tmp_path / "labels.npz"
+    _write_pseudo_labels(path, label=np.array([3, 0, 9, 3], np.int32))
+    labels = _load_pseudo_labels(path)
+    assert labels.dtype == np.int64 and labels.tolist() == [3, 0, 9, 3]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(dataset="cifar10"), "labels cifar10:train, but the unlabeled source is cifar10_sample:train"),
+    (dict(data_source="tensorflow-datasets"), "images of 'tensorflow-datasets', but they are read from "
+                                              "'embedded sample' now"),
+    (dict(label=np.array([3, 0, 9])), "must hold 4 integer labels for cifar10_sample:train, got int64 (3,)"),
+    (dict(label=np.array([3.0, 0.0, 9.0, 3.0])), "must hold 4 integer labels for cifar10_sample:train, got float64"),
+    (dict(label=np.array([3, 0, 10, 3])), "labels must lie in [0, 10), got [0, 10]"),
+    (dict(label=np.array([3, -1, 9, 3])), "labels must lie in [0, 10), got [-1, 9]"),
+    (dict(data_source=None), "it lacks data_source"),
+    (dict(label=None, split=None), "it lacks label, split"),
+])
+def test_load_pseudo_labels_refuses_other_source_count_or_range(tmp_path, change, message):
+    path = tmp_path / "labels.npz"
+    _write_pseudo_labels(path, **change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _load_pseudo_labels(path)
+
+
+def test_load_pseudo_labels_refuses_files_that_are_not_npz_archives(tmp_path):
+    path = tmp_path / "labels.npz"
+    with pytest.raises(FileNotFoundError, match="labels.npz"):
+        _load_pseudo_labels(path)
+    with open(path, "wb") as f:
+        np.save(f, np.array([3, 0, 9, 3]))  # an .npy payload under an .npz name
+    with pytest.raises(ValueError, match=re.escape("is not a pseudo-labels .npz written by `tfsmooth pseudo-label` "
+                                                   "(a zip of label int64 [N] and str dataset, split, data_source): "
+                                                   "it holds a single int64 (4,) array (.npy format)")):
+        _load_pseudo_labels(path)
+    for content in (b"label,3\n", b"PK\x03\x04" + bytes(40)):  # text; a damaged zip
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="is not a pseudo-labels .npz"):
+            _load_pseudo_labels(path)
+    _write_pseudo_labels(path, label=np.array([3, 0, 9, None], dtype=object))  # needs pickle
+    with pytest.raises(ValueError, match="is not a pseudo-labels .npz"):
+        _load_pseudo_labels(path)
+
+
+def test_train_with_a_malformed_pseudo_labels_file_fails_cleanly(tmp_path):
+    path = tmp_path / "labels.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.array([3, 0, 9, 3]))
+    outdir = tmp_path / "run"
+    message = _refused(train, *TINY, "--epochs", "1", "--outdir", outdir, "--unlabeled", "cifar10_sample",
+                       "--pseudo-labels", path)
+    assert "is not a pseudo-labels .npz" in message and "single int64 (4,) array" in message
+    assert not (outdir / "config.json").exists()

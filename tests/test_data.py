@@ -199,25 +199,68 @@ def test_data_dir_with_sample_is_rejected(tmp_path):
         data.load_dataset("cifar10_sample", "train", data_dir=tmp_path)
 
 
+# ----------------------------------------------------------------- data source
+
+def test_data_source_names_sample_local_files_or_tfds(monkeypatch, tmp_path):
+    monkeypatch.delenv(data.DATA_DIR_ENV_VAR, raising=False)
+    assert data.data_source("cifar10_sample") == "embedded sample"
+    assert data.data_source("cifar10") == "tensorflow-datasets"  # no data_dir, no $TFSMOOTH_DATA_DIR
+    # Any local directory (given, or named by the variable; not checked to exist) is the same source:
+    # the binary files fix the order, not where they lie.
+    for data_dir in ("relative", tmp_path / "a", tmp_path / "b"):
+        assert data.data_source("cifar10", data_dir) == "local CIFAR-10 binary files"
+    monkeypatch.setenv(data.DATA_DIR_ENV_VAR, str(tmp_path / "a"))
+    assert data.data_source("cifar10") == "local CIFAR-10 binary files"
+    assert data.data_source("cifar10_sample") == "embedded sample"  # the variable is for cifar10 only
+
+
+def test_data_source_rejects_unknown_name_and_data_dir_for_sample(tmp_path):
+    with pytest.raises(ValueError, match="imagenet"):
+        data.data_source("imagenet")
+    with pytest.raises(ValueError, match="data_dir"):
+        data.data_source("cifar10_sample", tmp_path)
+
+
 # ------------------------------------------------------- tensorflow-datasets
 
-def test_without_local_dir_cifar10_comes_from_tfds_converted(monkeypatch):
-    calls = []
+def _mock_tfds_cifar10(ids):
+    """tfds.load("cifar10") yields one record per id, in the given order: the record with id
+    "test_<p>" has label p % 10 and every pixel 3 * p, except pixel [0, 0, 0] = 255."""
+    import tensorflow_datasets as tfds
 
-    def fake_load(name, **kwargs):
-        calls.append((name, kwargs))
-        image = np.full((32, 32, 3), 51, dtype=np.uint8)
-        image[0, 0, 0] = 255
-        return tf.data.Dataset.from_tensors((image, np.int64(7)))
+    def as_dataset(self, split, **kwargs):
+        positions = [int(i[5:]) if i[5:].isdigit() else 0 for i in ids]
+        images = np.stack([np.full((32, 32, 3), 3 * p, np.uint8) for p in positions])
+        images[:, 0, 0, 0] = 255
+        return tf.data.Dataset.from_tensor_slices(
+            {"id": list(ids), "image": images, "label": np.array(positions, np.int64) % 10})
 
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets",
-                        types.SimpleNamespace(load=fake_load))
-    image, label = next(iter(data.load_dataset("cifar10", "test")))
-    assert calls == [("cifar10", dict(split="test", as_supervised=True))]
-    assert image.dtype == tf.float32 and label.dtype == tf.int64 and int(label) == 7
-    # 255 / 255 = 1 and 51 / 255 = 0.2.
-    assert float(image[0, 0, 0]) == 1.0
-    assert float(image[5, 5, 1]) == pytest.approx(0.2, abs=1e-7)
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def test_without_local_dir_cifar10_comes_from_tfds_in_file_order_converted():
+    # tfds stores CIFAR-10 shuffled; its "id" feature gives the position in the binary files.
+    positions = np.random.default_rng(0).permutation(25)
+    assert not np.array_equal(positions, np.arange(25))
+    with _mock_tfds_cifar10([f"test_{p:05d}" for p in positions]):
+        ds = data.load_dataset("cifar10", "test")
+    assert ds.element_spec == data.load_dataset("cifar10_sample", "test").element_spec  # as the local path
+    images, labels = next(iter(ds.batch(100)))
+    # Element i is the record with id test_0000i: label i % 10, pixels 3 i / 255; 255 / 255 = 1.
+    np.testing.assert_array_equal(labels.numpy(), np.arange(25) % 10)
+    np.testing.assert_array_equal(images[:, 5, 7, 1].numpy(), (3 * np.arange(25)).astype(np.float32) / 255)
+    np.testing.assert_array_equal(images[:, 0, 0, 0].numpy(), np.ones(25, np.float32))
+
+
+@pytest.mark.parametrize("ids", [
+    ["test_00000", "test_00002"],  # position 1 missing
+    ["test_00001", "test_00000", "test_00001"],  # position 1 twice
+    ["train_00000"],  # another split's id
+    ["test_0000x"],
+])
+def test_tfds_ids_that_do_not_number_the_split_are_rejected(ids):
+    with _mock_tfds_cifar10(ids), pytest.raises(ValueError, match="cannot restore the order"):
+        data.load_dataset("cifar10", "test")
 
 
 def test_tfds_failure_keeps_its_type_and_adds_a_hint(monkeypatch):

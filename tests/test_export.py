@@ -27,6 +27,19 @@ from tfsmooth.smoothing import SmoothedClassifier
 SIGMA, N0, N, ALPHA, BATCH, BLOCK, SEED = 0.25, 20, 100, 0.01, 160, 16, 11
 SIGNATURE_INPUTS = {"serving_default": {"images", "seed"}, "certify": {"images", "seed"},
                     "base_logits": {"images"}, "metadata": set()}
+# The outputs of the module docstring and the README's signature table: (dtype, shape), B = None, K = 4.
+SIGNATURE_OUTPUTS = {
+    "serving_default": {"label": (tf.int64, [None]), "counts": (tf.int64, [None, 4]),
+                        "p_value": (tf.float32, [None]), "seed": (tf.int64, [None])},
+    "certify": {"label": (tf.int64, [None]), "radius": (tf.float32, [None]), "p_a_lower": (tf.float32, [None]),
+                "counts": (tf.int64, [None, 4]), "selection_counts": (tf.int64, [None, 4]),
+                "seed": (tf.int64, [None])},
+    "base_logits": {"logits": (tf.float32, [None, 4])},
+}
+METADATA_OUTPUTS = {"sigma", "n0", "n", "alpha", "noise_block", "batch_size", "num_classes", "image_shape",
+                    "class_names", "compute_dtype"}
+# `make test` installs saved_model_cli and tensorflow-serving-api and sets this: their tests fail, not skip.
+REQUIRE_SERVING_TOOLS = os.environ.get("TFSMOOTH_REQUIRE_SERVING_TOOLS") == "1"
 
 
 # -------------------------------------------------------------------------------------- fixtures
@@ -60,9 +73,14 @@ def loaded(version_dir):
 
 @pytest.fixture(scope="module")
 def expected(smoothed, images):
-    """The library's answers for seed SEED with the default keys 0..B-1."""
+    """The library's answers for seed SEED with the default keys 0..B-1.
+
+    Guarded against a vacuous comparison (`_assert_counts_depend_on_noise`): tests that compare counts of the
+    shared model without using these answers request this fixture for its guard."""
     certs = smoothed.certify_batch(images, N0, N, ALPHA, BATCH, seed=SEED)
     preds = smoothed.predict_batch(images, N, ALPHA, BATCH, seed=SEED)
+    other_seed = smoothed.certify_batch(images, N0, N, ALPHA, BATCH, seed=SEED + 1)
+    _assert_counts_depend_on_noise(np.stack([c.counts for c in certs]), np.stack([c.counts for c in other_seed]))
     return {
         "certify/label": np.array([c.label for c in certs]),
         "certify/radius": np.array([c.radius for c in certs]),
@@ -73,6 +91,13 @@ def expected(smoothed, images):
         "serving_default/p_value": np.array([p.p_value for p in preds]),
         "serving_default/counts": np.stack([p.counts for p in preds]),
     }
+
+
+def _assert_counts_depend_on_noise(counts, other_seed_counts):
+    """Guards a "same counts" test against passing whatever the noise: some image's votes [B, K] are split over
+    at least two classes, and the counts of another seed differ."""
+    assert np.any(np.count_nonzero(counts, axis=-1) >= 2), f"every image is unanimous: {counts.tolist()}"
+    assert not np.array_equal(counts, other_seed_counts), "another seed gives the same counts"
 
 
 def _signature_defs(version_dir):
@@ -156,6 +181,15 @@ def test_certify_decision_breaks_ties_by_lowest_index_and_abstains_below_half():
             stats.certify_decision(selection[row], estimation[row], 0.5, 0.001)[:2])
 
 
+def test_predict_decision_tests_the_top_two_counts_not_the_top_count_out_of_n():
+    # [60, 10, 30]: PREDICT tests n_A = 60 against n_A + n_B = 90 (the top two): p = 0.00206 <= 0.01 -> label 0.
+    # A test of n_A = 60 out of n = 100 would give p = 0.057 > 0.01 and abstain.
+    label, p_value = (t.numpy() for t in export.tf_predict_decision(np.array([[60, 10, 30]]), 0.01))
+    np.testing.assert_allclose(p_value, [scipy_stats.binomtest(60, 90).pvalue], atol=1e-12, rtol=0)
+    assert p_value[0] == pytest.approx(0.00206, abs=1e-5) and scipy_stats.binomtest(60, 100).pvalue > 0.05
+    np.testing.assert_array_equal(label, [0])
+
+
 def test_predict_decision_answers_only_when_p_value_at_most_alpha():
     # [0, 10, 0]: p = 2**-9 = 0.00195 -> answers 1 at alpha 0.002, abstains at 0.001.
     # [4, 4, 2]: tie of the top two, p = 1 -> abstains.
@@ -183,6 +217,7 @@ def test_export_records_sigma_n0_n_alpha_and_class_names(version_dir, loaded):
     meta = {k: v.numpy() for k, v in loaded.signatures["metadata"]().items()}
     assert (meta["sigma"], meta["n0"], meta["n"], meta["alpha"], meta["noise_block"]) == (SIGMA, N0, N, ALPHA, BLOCK)
     assert [s.decode() for s in meta["class_names"]] == ["cat", "dog", "eel", "fox"]
+    assert set(meta) == METADATA_OUTPUTS and meta["compute_dtype"] == b"float32" == record["compute_dtype"].encode()
 
 
 def test_signatures_have_the_documented_inputs_and_seed_default(version_dir):
@@ -195,6 +230,20 @@ def test_signatures_have_the_documented_inputs_and_seed_default(version_dir):
         assert tf.make_ndarray(defs[name].defaults["seed"]).shape == (0,)
 
 
+def test_signature_outputs_have_the_documented_dtypes_and_shapes(version_dir, loaded, images):
+    defs = _signature_defs(version_dir)
+    for name, outputs in SIGNATURE_OUTPUTS.items():
+        assert set(defs[name].outputs) == set(outputs), name
+        seed = {"seed": tf.constant(SEED, tf.int64)} if "seed" in SIGNATURE_INPUTS[name] else {}
+        answer = loaded.signatures[name](images=tf.constant(images), **seed)
+        for key, (dtype, shape) in outputs.items():
+            declared = defs[name].outputs[key]
+            assert (tf.dtypes.as_dtype(declared.dtype), tf.TensorShape(declared.tensor_shape).as_list()) == \
+                (dtype, shape), f"{name}/{key}"
+            assert (answer[key].dtype, answer[key].shape.as_list()) == (dtype, [5, *shape[1:]]), f"{name}/{key}"
+    assert set(defs["metadata"].outputs) == METADATA_OUTPUTS
+
+
 # ------------------------------------------------------------------------- same answers as the library
 def test_loaded_signatures_reproduce_library_counts_labels_and_radii(loaded, images, expected):
     outputs = {**_call(loaded, "certify", images, SEED), **_call(loaded, "serving_default", images, SEED)}
@@ -204,6 +253,7 @@ def test_loaded_signatures_reproduce_library_counts_labels_and_radii(loaded, ima
     assert outputs["certify/selection_counts"].sum(axis=1).tolist() == [N0] * 5
 
 
+@pytest.mark.usefixtures("expected")  # its guard: the counts of these images depend on the seed
 def test_request_smaller_than_one_pass_matches_library(loaded, smoothed, images):
     for image in (images[:1], images[3:4]):
         out = _call(loaded, "certify", image, SEED)
@@ -252,16 +302,20 @@ def test_base_logits_are_the_models_logits_without_noise(loaded, model, images):
 
 # ----------------------------------------------------------------------------------- the seed
 def test_omitted_seed_draws_a_fresh_seed_per_call_and_per_load_that_reproduces(loaded, version_dir, images):
-    first = loaded.certify(images[:1])  # the restored function applies the default (empty) seed
-    second = loaded.certify(images[:1])
+    # Image 3, whose votes split about 45 / 55 between classes 0 and 3 (see `expected`), so that its counts
+    # depend on the seed: a unanimous image would replay the same counts whatever seed the replay used.
+    first = loaded.certify(images[3:4])  # the restored function applies the default (empty) seed
+    second = loaded.certify(images[3:4])
     reloaded = tf.saved_model.load(version_dir)  # keep a reference: its variables die with it
-    other_load = reloaded.certify(images[:1])
+    other_load = reloaded.certify(images[3:4])
     seeds = {int(r["seed"][0]) for r in (first, second, other_load)}
     assert len(seeds) == 3  # three draws from [0, 2**62): a collision has probability < 1e-18
-    replay = _call(loaded, "certify", images[:1], int(first["seed"][0]))
+    assert np.count_nonzero(first["counts"].numpy()) >= 2  # P(unanimous) < 1e-20 at p_A ~ 0.55, n = 100
+    replay = _call(loaded, "certify", images[3:4], int(first["seed"][0]))
     np.testing.assert_array_equal(replay["certify/counts"], first["counts"].numpy())
 
 
+@pytest.mark.usefixtures("expected")  # its guard: the counts of these images depend on the seed
 def test_seed_given_as_copies_equals_scalar_seed(loaded, images):
     # REST row format turns a per-instance "seed": 11 into the vector [11, 11, 11, 11, 11].
     vector = _call(loaded, "serving_default", images, [SEED] * 5)
@@ -331,10 +385,17 @@ def test_model_without_static_input_shape_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- saved_model_cli
+def _missing_serving_tool(reason):
+    """Skips, or fails when TFSMOOTH_REQUIRE_SERVING_TOOLS=1 (`make test`, which installs the tools)."""
+    if REQUIRE_SERVING_TOOLS:
+        pytest.fail(f"{reason}, and TFSMOOTH_REQUIRE_SERVING_TOOLS=1 requires it (`make install-test` installs it)")
+    pytest.skip(reason)
+
+
 def _saved_model_cli():
     path = pathlib.Path(sys.executable).parent / "saved_model_cli"
     if not path.exists():
-        pytest.skip(f"saved_model_cli not found beside {sys.executable}")
+        _missing_serving_tool(f"saved_model_cli not found beside {sys.executable}")
     return str(path)
 
 
@@ -403,8 +464,10 @@ def test_session_loader_like_tf_serving_reproduces_library_and_applies_seed_defa
 
 @pytest.mark.parametrize("name", ["serving_default", "certify", "base_logits", "metadata"])
 def test_predict_request_for_each_signature_is_well_formed(session_bundle, images, expected, name):
-    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2",
-                                      reason="tensorflow-serving-api is not installed")
+    try:
+        from tensorflow_serving.apis import predict_pb2  # noqa: PLC0415  (optional: tensorflow-serving-api)
+    except ImportError:
+        _missing_serving_tool("tensorflow-serving-api is not installed")
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "tfsmooth"
     request.model_spec.signature_name = name

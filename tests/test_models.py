@@ -59,3 +59,15 @@ def test_cifar_resnet_rejects_bad_depth(depth):
 def test_get_model_rejects_unknown_architecture():
     with pytest.raises(ValueError, match="arch must be one of"):
         models.get_model("resnet50")
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "cifar_resnet20"])
+@pytest.mark.parametrize("num_classes", [1, 0, 2.0, "10"])
+def test_get_model_rejects_fewer_than_two_or_non_integer_classes(arch, num_classes):
+    # A 1-class "classifier" would always vote for class 0: every certificate would be vacuous.
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 2, got " + repr(num_classes)):
+        models.get_model(arch, num_classes)
+
+
+def test_small_cnn_builds_two_classes():
+    assert models.small_cnn(2)(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 2)

@@ -48,7 +48,7 @@ def test_predict_tied_classifier_abstains(tied):
     assert all(abs(p.counts[0] - 1000) < 112 for p in preds)
 
 
-def test_linear_classifier_bound_covers_true_probability_in_at_least_one_minus_alpha_of_trials():
+def test_linear_classifier_bound_misses_true_probability_at_the_exact_clopper_pearson_rate():
     # f(x) = 1 iff w.x + b > 0, so p_A = Phi((w.x + b) / (sigma |w|)) (tests/fixtures.py).
     rng = np.random.default_rng(0)
     w = rng.normal(size=fixtures.D)
@@ -56,21 +56,54 @@ def test_linear_classifier_bound_covers_true_probability_in_at_least_one_minus_a
     sigma = 0.5
     b = 1.0 * sigma * np.linalg.norm(w) - float(w @ x.reshape(-1))  # margin = sigma |w|: p_A = Phi(1) = 0.8413
     p_a = st.norm.cdf(1.0)
-    smoothed = SmoothedClassifier(fixtures.linear_classifier(w, b), 2, sigma)
-    trials, alpha, n = 400, 0.05, 400
-    # One call, 400 independent trials: each key gets its own noise (tfsmooth.noise).
-    certs = smoothed.certify_batch(np.stack([x] * trials), n0=20, n=n, alpha=alpha, batch_size=2000, seed=11)
+    # noise_block 20: the n = 80 estimation draws span 4 blocks, so a reused block shows in the counts' spread.
+    smoothed = SmoothedClassifier(fixtures.linear_classifier(w, b), 2, sigma, noise_block=20)
+    trials, alpha, n0, n = 2000, 0.05, 20, 80
+    # One call, 2000 independent trials: each key gets its own noise (tfsmooth.noise).
+    certs = smoothed.certify_batch(np.stack([x] * trials), n0=n0, n=n, alpha=alpha, batch_size=4000, seed=11)
     k = np.array([c.counts[1] for c in certs])
-    # The counts are Binomial(n, p_A): their mean over 400 trials is within 5 standard errors of n p_A.
+    # The counts are Binomial(n, p_A). Mean: within 5 standard errors of n p_A (false failure 5.7e-7).
     assert abs(k.mean() - n * p_a) < 5 * np.sqrt(n * p_a * (1 - p_a) / trials)
+    # Spread: (T - 1) s^2 / (n p_A (1 - p_A)) is about chi2(T - 1) (the binomial's excess kurtosis, 0.02, widens
+    # it by 0.5%), accepted between its 2.5e-5 quantiles, [0.877, 1.133] (T - 1). Two of the four estimation
+    # blocks repeating the other two would double it; a block index ignored would multiply it by 4.
+    spread = (trials - 1) * k.var(ddof=1) / (n * p_a * (1 - p_a))
+    assert st.chi2.ppf(2.5e-5, trials - 1) < spread < st.chi2.isf(2.5e-5, trials - 1)
+    # Exact miss rate q of the bound, with Clopper-Pearson computed here from scipy's beta quantile. The
+    # estimation count K ~ Binomial(n, p_A) is independent of the selection draws, which pick class 0 (ties:
+    # lowest index) when their class-1 count is <= n0 / 2 (probability 4e-4). The bound on class 1 misses iff
+    # CP(K) > p_A, the bound on class 0 iff CP(n - K) > 1 - p_A.
+    j = np.arange(n + 1)
+    pmf = st.binom.pmf(j, n, p_a)
+    cp = np.where(j == 0, 0.0, st.beta.ppf(alpha, np.maximum(j, 1), n - j + 1))
+    pick_0 = st.binom.cdf(n0 // 2, n0, p_a)
+    q = (1 - pick_0) * pmf[cp > p_a].sum() + pick_0 * pmf[cp[::-1] > 1 - p_a].sum()
+    assert q == pytest.approx(0.0486, abs=1e-4)  # CP misses iff K >= 73 (Clopper-Pearson is conservative: q < alpha)
     # The bound is on the probability of c_A, the selection draws' top class (class 1 or, rarely, class 0).
     true_p = [p_a if np.argmax(c.selection_counts) == 1 else 1 - p_a for c in certs]
     misses = sum(c.p_a_lower > p for c, p in zip(certs, true_p))
-    # Each trial misses with probability <= alpha (Clopper-Pearson is conservative). Under the worst case
-    # Binomial(400, 0.05) (mean 20, sd 4.36), P(misses > 41) < 1e-4: a wrong bound (e.g. the point estimate,
-    # missing about half the time) fails this, a correct one passes except with probability < 1e-4.
-    assert st.binom.sf(41, trials, alpha) < 1e-4
-    assert misses <= 41
+    # misses ~ Binomial(T, q), accepted in [61, 138], each tail <= 2.5e-5 (the whole test fails falsely with
+    # probability <= 1e-4). A bound computed at 2 alpha or a one-sided Wald bound (both miss iff K >= 72,
+    # rate 0.0947) pass with probability 2.5e-5. Repeated blocks fail the spread check above (and miss at 0.102).
+    assert st.binom.ppf(2.5e-5, trials, q) <= misses <= st.binom.isf(2.5e-5, trials, q)
+
+
+def test_predict_tied_classifier_answers_at_the_exact_two_sided_binomial_test_rate(tied):
+    # P(f = 0) = P(f = 1) = 1/2, so any label PREDICT returns is an error, which it must make with probability
+    # <= alpha. The count K of class 0 is Binomial(n, 1/2); PREDICT answers iff the two-sided binomial test of
+    # the top two counts, max(K, n - K) of n, has p-value <= alpha: at n = 100, alpha = 0.05, iff |K - 50| >= 11,
+    # rate 0.0352.
+    trials, n, alpha = 2000, 100, 0.05
+    preds = tied.predict_batch(np.stack([fixtures.half_image()] * trials), n=n, alpha=alpha, batch_size=10_000,
+                               seed=13)
+    j = np.arange(n + 1)
+    answers = np.array([st.binomtest(int(max(i, n - i)), n, 0.5).pvalue <= alpha for i in j])
+    rate = st.binom.pmf(j, n, 0.5)[answers].sum()
+    assert rate == pytest.approx(0.0352, abs=1e-4)
+    answered = sum(p.label != ABSTAIN for p in preds)
+    # answered ~ Binomial(2000, 0.0352), accepted in [41, 105], each tail <= 5e-5 (false failure 7.8e-5). A
+    # one-sided p-value (answers iff |K - 50| >= 9, rate 0.0886) passes with probability 7e-10.
+    assert st.binom.ppf(5e-5, trials, rate) <= answered <= st.binom.isf(5e-5, trials, rate)
 
 
 def test_same_seed_same_counts_regardless_of_batch_size(tied):
@@ -114,6 +147,32 @@ def test_noise_blocks_have_requested_sigma_and_distinct_streams():
     assert not np.allclose(blocks[0], blocks[1]) and not np.allclose(blocks[0], blocks[2])
 
 
+def test_noise_blocks_of_different_block_indices_are_distinct_and_uncorrelated():
+    seeds = noise.block_seeds(4, [0, 0, 0], [noise.STREAM_ESTIMATION] * 3, [0, 1, 2]).numpy()
+    assert len({tuple(row) for row in seeds.tolist()}) == 3
+    blocks = noise.gaussian_blocks(seeds, 200, fixtures.SHAPE, 0.3).numpy().reshape(3, -1)
+    # Independent blocks: the correlation of 3,200 pairs is about N(0, 1/3200); |r| < 0.08 is 4.5 sd (false
+    # failure 1.8e-5 over the 3 pairs). One block repeated would give r = 1.
+    corr = np.corrcoef(blocks)[np.triu_indices(3, 1)]
+    assert np.all(np.abs(corr) < 0.08)
+
+
+@pytest.mark.parametrize("stream", [4, 7, -1, True, 1.0])
+def test_sample_counts_rejects_a_stream_outside_the_stream_constants(tied, stream):
+    # Seeds pack (key, stream) as 4 key + stream: stream 7 of key 0 would be stream 3 of key 1.
+    np.testing.assert_array_equal(noise.block_seeds(0, [0], 7, [0]), noise.block_seeds(0, [1], 3, [0]))
+    with pytest.raises(ValueError, match="stream must be one of"):
+        tied.sample_counts(fixtures.half_image()[None], 100, 100, seed=0, stream=stream)
+
+
+def test_sample_counts_accepts_every_stream_constant(tied):
+    counts = [tied.sample_counts(fixtures.half_image()[None], 1000, 1000, seed=0, stream=s)
+              for s in (*noise.STREAMS[:3], np.int64(noise.STREAM_ATTACK))]
+    assert [c.sum() for c in counts] == [1000] * 4
+    # Four independent Binomial(1000, 1/2) counts are all equal with probability 8e-6; one shared stream, always.
+    assert len({tuple(c[0]) for c in counts}) > 1
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(n0=0), "n0"),
     (dict(n=9), "too small to ever certify"),  # alpha = 0.001 needs n >= 10
@@ -131,6 +190,24 @@ def test_certify_rejects_bad_arguments(constant, kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         constant.certify(**args)
+
+
+@pytest.mark.parametrize("method, kwargs, message", [
+    ("iter_certify", dict(n0=10, n=100, alpha=2.0), "alpha"),
+    ("iter_certify", dict(n0=0, n=100, alpha=0.01), "n0"),
+    ("iter_certify", dict(n0=10, n=9, alpha=0.001), "too small to ever certify"),
+    ("iter_certify", dict(n0=10, n=100, alpha=0.01, batch_size=0), "batch_size"),
+    ("iter_certify", dict(n0=10, n=100, alpha=0.01, seed=-1), "seed"),
+    ("iter_predict", dict(n=10, alpha=0.001), "too small to ever predict"),
+    ("iter_predict", dict(n=100, alpha=0.0), "alpha"),
+    ("iter_predict", dict(n=100, alpha=0.01, batch_size=0), "batch_size"),
+])
+def test_iter_certify_and_iter_predict_reject_bad_arguments_when_called(constant, method, kwargs, message):
+    # Checked when called, before any iteration (a lazy generator would only fail at its first next()).
+    args = dict(batch_size=100, seed=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        getattr(constant, method)([(0, fixtures.half_image())], **args)
 
 
 def test_predict_rejects_n_too_small_to_decide(constant):

@@ -61,6 +61,20 @@ def test_radius_is_sigma_times_inverse_normal_cdf():
         stats.radius(0.0, 0.9)
 
 
+def test_radius_vectorized_equals_scalar():
+    p = np.array([[0.5, 0.7], [0.9, 1 - 1e-9]])
+    np.testing.assert_allclose(stats.radius(0.25, p), 0.25 * st.norm.ppf(p), rtol=1e-12)
+
+
+@pytest.mark.parametrize("p_a_lower", [
+    0.3,  # below 1/2 CERTIFY abstains: the formula would give a negative radius (-0.1311 at sigma 0.25)
+    0.4999, float("nan"), 1.0, 1.2, -0.1, np.array([0.6, 0.3]), np.array([0.6, np.nan]), "0.9", None,
+])
+def test_radius_rejects_p_a_lower_outside_one_half_to_one(p_a_lower):
+    with pytest.raises(ValueError, match=r"p_a_lower must be .*\[0\.5, 1\)"):
+        stats.radius(0.25, p_a_lower)
+
+
 def test_min_n_to_certify_is_first_n_with_alpha_root_at_least_half():
     # 0.001 ** (1/9) = 0.464 < 0.5 <= 0.001 ** (1/10) = 0.501.
     assert stats.min_n_to_certify(0.001) == 10
@@ -96,6 +110,42 @@ def test_predict_decision_abstains_on_close_top_two():
     assert stats.predict_decision(np.array([50, 48, 2]), 0.001)[0] == stats.ABSTAIN
     label, p_value = stats.predict_decision(np.array([5, 95, 0]), 0.001)
     assert label == 1 and p_value == pytest.approx(st.binomtest(95, 100, 0.5).pvalue)
+
+
+@pytest.mark.parametrize("selection, estimation, message", [
+    ([5, 5], [0, 0], "estimation_counts must sum to >= 1"),  # n = 0 draws
+    ([0, 0], [3, 7], "selection_counts must sum to >= 1"),
+    ([5, 5], [-1, 11], "estimation_counts must be counts >= 0"),
+    ([-1, 5], [3, 7], "selection_counts must be counts >= 0"),
+    ([5, 5, 0], [3, 7], "same length"),
+    ([5, 5], [[3, 7]], "estimation_counts must be a 1-D integer array"),
+    ([5, 5], [3.0, 7.0], "estimation_counts must be a 1-D integer array"),
+    ([], [3, 7], "selection_counts must be a 1-D integer array"),
+])
+def test_certify_decision_rejects_bad_counts_naming_the_argument(selection, estimation, message):
+    with pytest.raises(ValueError, match=message):
+        stats.certify_decision(np.array(selection), np.array(estimation), 0.25, 0.001)
+
+
+def test_certify_decision_rejects_bad_sigma_and_alpha():
+    with pytest.raises(ValueError, match="sigma"):
+        stats.certify_decision(np.array([0, 10]), np.array([0, 100]), 0.0, 0.001)
+    with pytest.raises(ValueError, match="alpha"):
+        stats.certify_decision(np.array([0, 10]), np.array([0, 100]), 0.25, 1.0)
+
+
+@pytest.mark.parametrize("counts, message", [
+    ([0, 0, 0], "counts must sum to >= 1"),
+    ([-2, 12, 0], "counts must be counts >= 0"),
+    ([[50, 48], [2, 0]], "counts must be a 1-D integer array"),
+    ([], "counts must be a 1-D integer array"),
+    ([50.0, 48.0], "counts must be a 1-D integer array"),
+])
+def test_predict_decision_rejects_bad_counts(counts, message):
+    with pytest.raises(ValueError, match=message):
+        stats.predict_decision(np.array(counts), 0.001)
+    with pytest.raises(ValueError, match="alpha"):
+        stats.predict_decision(np.array([5, 95]), 0.0)
 
 
 def test_check_count_rejects_bool_float_and_small_values():

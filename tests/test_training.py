@@ -28,16 +28,33 @@ def test_add_noise_has_sigma_and_is_not_clipped():
     assert abs(delta.std() - 0.5) < 0.015 and delta.min() < -1.0
 
 
-def test_train_step_sees_noisy_images():
-    # A model whose output is its input's first pixel: with sigma = 1 the mean squared "prediction" of a zero
-    # image under fit is E[delta^2] = 1, without noise it would be 0.
+def _probe(sigma):
+    """A model whose output is its input, flattened: under mse against zero targets, the loss of a zero image
+    is the mean of delta^2 over all pixels, sigma^2 in expectation, and 0 without noise."""
     inputs = keras.Input((32, 32, 3))
-    probe = keras.layers.Lambda(lambda t: t[:, 0, 0, :1])(inputs)
-    base = keras.Model(inputs, keras.layers.Dense(1, use_bias=False, kernel_initializer="ones", trainable=False)(probe))
-    model = GaussianAugmentedModel(base, 1.0, seed=0)
+    model = GaussianAugmentedModel(keras.Model(inputs, keras.layers.Flatten()(inputs)), sigma, seed=0)
     model.compile(optimizer="sgd", loss="mse")
-    history = model.fit(np.zeros((256, 32, 32, 3), np.float32), np.zeros((256, 1)), batch_size=256, verbose=0)
-    assert history.history["loss"][0] == pytest.approx(1.0, abs=0.3)  # mean of 256 chi2(1): sd 0.09
+    return model
+
+
+# 64 zero images of 32 x 32 x 3: N = 196,608 squared N(0, sigma^2) draws. Their mean has variance 2 sigma^4 / N, so
+# for sigma = 0.5 the loss is 0.25 +- 5 standard errors = 5 * sqrt(2 / N) * 0.25 = 0.004 (false failure
+# probability 6e-7, normal approximation of chi2(N) / N). stddev = sigma^2 would give 0.0625; no noise, 0.
+ZEROS = np.zeros((64, 32, 32, 3), np.float32)
+PROBE_SIGMA = 0.5
+PROBE_TOLERANCE = 5 * np.sqrt(2.0 / ZEROS.size) * PROBE_SIGMA ** 2
+
+
+def test_train_step_sees_noisy_images():
+    history = _probe(PROBE_SIGMA).fit(ZEROS, np.zeros((64, 3072)), batch_size=64, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(PROBE_SIGMA ** 2, abs=PROBE_TOLERANCE)
+
+
+def test_test_step_reports_loss_under_noise_and_calling_the_model_adds_none():
+    model = _probe(PROBE_SIGMA)
+    loss = model.evaluate(ZEROS, np.zeros((64, 3072)), batch_size=16, verbose=0)
+    assert loss == pytest.approx(PROBE_SIGMA ** 2, abs=PROBE_TOLERANCE)
+    assert not np.any(model.predict(ZEROS, verbose=0))  # predict / call: the base model, no noise
 
 
 def test_fit_and_evaluate_with_callbacks_report_loss_and_accuracy():
@@ -52,14 +69,27 @@ def test_fit_and_evaluate_with_callbacks_report_loss_and_accuracy():
     assert np.isfinite(result["loss"]) and 0.0 <= result["accuracy"] <= 1.0
 
 
-def test_same_seed_same_training():
+def _weights_after_one_epoch(seed, initial_weights):
+    model = _compiled(seed=seed)
+    model.set_weights(initial_weights)
     x, y = _data()
-    a, b = _compiled(seed=3), _compiled(seed=3)
-    b.set_weights(a.get_weights())
-    a.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
-    b.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    return model.get_weights()
+
+
+def test_same_seed_same_training():
+    initial = _compiled().get_weights()
+    a, b = _weights_after_one_epoch(3, initial), _weights_after_one_epoch(3, initial)
+    for wa, wb in zip(a, b):
         assert np.allclose(wa, wb, atol=1e-6)
+
+
+def test_different_seed_different_training():
+    # Same start and data order, other noise: the two SGD steps differ (by ~4e-4 on some weight; the whole
+    # update is ~3e-3), 100 times the tolerance within which the same seed must agree.
+    initial = _compiled().get_weights()
+    a, b = _weights_after_one_epoch(3, initial), _weights_after_one_epoch(4, initial)
+    assert max(np.max(np.abs(wa - wb)) for wa, wb in zip(a, b)) > 1e-4
 
 
 def test_keras_file_round_trip_keeps_base_model_and_predictions(tmp_path):
@@ -71,7 +101,14 @@ def test_keras_file_round_trip_keeps_base_model_and_predictions(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, GaussianAugmentedModel) and loaded.sigma == 0.25
     assert np.allclose(loaded.base_model.predict(x, verbose=0), model.base_model.predict(x, verbose=0), atol=1e-5)
-    loaded.fit(x, y, batch_size=32, epochs=1, verbose=0)  # optimizer state restored: training continues
+    # Optimizer state restored: the step count (64 / 32 = 2 steps) and the SGD momentum of every weight.
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    assert len(loaded.optimizer.momentums) == len(model.optimizer.momentums) == len(model.trainable_variables)
+    for restored, saved in zip(loaded.optimizer.momentums, model.optimizer.momentums):
+        assert np.any(saved.numpy())  # non-zero, so a fresh (zero) momentum would not pass
+        np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+    loaded.fit(x, y, batch_size=32, epochs=1, verbose=0)  # training continues
+    assert int(loaded.optimizer.iterations) == 4
 
 
 def test_fit_inside_a_distribution_strategy_scope():

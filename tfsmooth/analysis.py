@@ -16,11 +16,14 @@ Nothing heavy at import: matplotlib is imported inside ``plot_certified_accuracy
 
 import json
 import os
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from tfsmooth import results as results_lib
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PathOrResults = Union[str, os.PathLike, results_lib.Results]
 FORMATS = ("table", "markdown", "json")
@@ -272,7 +275,7 @@ def _as_results(item: PathOrResults) -> results_lib.Results:
 
 def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
                             labels: Optional[Sequence[str]] = None,
-                            max_radius: Optional[float] = None) -> None:
+                            max_radius: Optional[float] = None) -> "Figure":
     """Plots certified accuracy against ℓ2 radius as step curves and writes a PNG.
 
     Each certify file is an exact step curve: at radius r its height is the fraction of rows with
@@ -290,6 +293,12 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
         max_radius: right end of the radius axis (ℓ2, pixels in [0, 1]), > 0; default 1.1 times
             the largest radius in the certify files (so the last drop to 0 shows), or 1.0 when
             there is none or it is 0.
+
+    Returns:
+        matplotlib.figure.Figure: the figure written to `out_png` (not registered with pyplot). Its
+        one axes holds, in order, a step line per certify file (x: the radius grid, every curve's
+        breakpoints in [0, max_radius]; y: certified accuracy there, drawn "steps-pre"), the
+        envelope line when there are several, and one marker line per predict / attack file.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -314,7 +323,7 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
         max_radius = 1.1 * largest if largest > 0 else 1.0
     elif not (np.isfinite(max_radius) and max_radius > 0):
         raise ValueError(f"max_radius must be a finite l2 radius > 0, got {max_radius!r}")
-    _draw(items, labels, certify, float(max_radius), out_png)
+    return _draw(items, labels, certify, float(max_radius), out_png)
 
 
 def default_labels(items) -> list:
@@ -339,7 +348,7 @@ def marker_radius(r) -> float:
     return 0.0
 
 
-def _draw(items, labels, certify, max_radius, out_png) -> None:
+def _draw(items, labels, certify, max_radius, out_png) -> "Figure":
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
     # All breakpoints of all curves, so that "steps-pre" on this grid is exact: on
@@ -372,3 +381,4 @@ def _draw(items, labels, certify, max_radius, out_png) -> None:
     axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize="small", frameon=False)
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     figure.savefig(out_png, format="png", dpi=100, bbox_inches="tight")
+    return figure

@@ -12,7 +12,10 @@ Known data sets:
   from Tiny Images"). Read from a local directory in the official *binary version*
   layout when ``data_dir`` is given or the environment variable
   ``TFSMOOTH_DATA_DIR`` is set (an explicit ``data_dir`` wins), otherwise through
-  tensorflow-datasets (``tfds.load("cifar10")``, which downloads on first use).
+  tensorflow-datasets (``tfds.load("cifar10")``, which downloads on first use),
+  whose shuffled records are put back in the order of the binary files (by their
+  ``id`` feature), so position ``i`` is the same image from either source.
+  ``data_source`` names which source a ``(name, data_dir)`` reads.
 * ``"cifar10_sample"``: a small label-balanced subset of the real CIFAR-10 images
   shipped inside the package (``tfsmooth/resources/cifar10_sample.npz``, built by
   ``tfsmooth/resources/build_cifar10_sample.py``): 400 training images per class
@@ -38,6 +41,10 @@ SPLITS = ("train", "test")
 
 #: Environment variable naming a local CIFAR-10 binary-version directory.
 DATA_DIR_ENV_VAR = "TFSMOOTH_DATA_DIR"
+#: Values of `data_source`: the embedded sample, a local directory, tfds.
+SOURCE_SAMPLE = "embedded sample"
+SOURCE_LOCAL = "local CIFAR-10 binary files"
+SOURCE_TFDS = "tensorflow-datasets"
 
 CIFAR10_CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -275,17 +282,50 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
 
 
 def _load_tfds(split: str) -> tf.data.Dataset:
+    """tensorflow-datasets' CIFAR-10 split, put back in the order of the binary files.
+
+    tfds stores the records shuffled (keyed by a hash of their position), so its
+    element i is not record i of ``test_batch.bin``; its ``id`` feature
+    (``"test_00042"``: split prefix + position in the files) gives the original
+    position, and the split is reordered by it.
+    """
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     try:
-        ds = tfds.load(CIFAR10, split=split, as_supervised=True)
+        ds = tfds.load(CIFAR10, split=split)
     except Exception as err:  # re-raised unchanged, with a hint
         err.add_note(
             f"tfsmooth: loading {CIFAR10!r} through tensorflow-datasets failed; "
             f"without network access pass data_dir or set ${DATA_DIR_ENV_VAR} to "
             f"a local CIFAR-10 binary version directory")
         raise
-    return ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    ids, images, labels = [], [], []
+    for batch in ds.batch(RECORDS_PER_FILE).as_numpy_iterator():
+        ids.append(batch["id"])
+        images.append(batch["image"])
+        labels.append(batch["label"])
+    order = _file_order(np.concatenate(ids), split)
+    return _from_arrays(np.concatenate(images)[order], np.concatenate(labels)[order])
+
+
+def _file_order(ids: np.ndarray, split: str) -> np.ndarray:
+    """Permutation putting tfds records with ids ``b"<split>_<position>"`` in position order.
+
+    Raises:
+        ValueError: If an id is not ``<split>_<digits>`` or the positions are not
+            0, 1, ..., N - 1, each once.
+    """
+    prefix = f"{split}_".encode()
+    digits = [i[len(prefix):] if i.startswith(prefix) else b"" for i in ids]
+    positions = np.array([int(d) if d.isdigit() else -1 for d in digits], dtype=np.int64)
+    order = np.argsort(positions, kind="stable")
+    if not np.array_equal(positions[order], np.arange(len(ids))):
+        raise ValueError(
+            f"tensorflow-datasets {CIFAR10!r} {split} ids must be "
+            f"{prefix.decode()}<position> numbering the {len(ids)} records "
+            f"0..{len(ids) - 1} once each, got e.g. {sorted(ids)[:3]}; cannot "
+            f"restore the order of the CIFAR-10 binary files")
+    return order
 
 
 def load_dataset(
@@ -303,27 +343,66 @@ def load_dataset(
     Returns:
         A finite, unshuffled ``tf.data.Dataset`` of ``(image, label)``: image
         float32 ``[32, 32, 3]`` with values in [0, 1] (byte / 255), label int64
-        scalar in [0, 9]. Local cifar10: 50,000 train / 10,000 test elements;
-        cifar10_sample: 4,000 train / 1,000 test elements.
+        scalar in [0, 9]. cifar10: 50,000 train / 10,000 test elements, in the
+        order of the binary version files (also when read through
+        tensorflow-datasets); cifar10_sample: 4,000 train / 1,000 test elements.
 
     Raises:
         ValueError: If ``name`` or ``split`` is unknown, ``data_dir`` is given
-            for ``"cifar10_sample"``, or a local file is malformed.
+            for ``"cifar10_sample"``, a local file is malformed, or the
+            tensorflow-datasets records' ids do not give their file positions.
         FileNotFoundError: If the local directory or a file it should hold is
             missing.
     """
     _check_name_and_split(name, split)
     if name == CIFAR10_SAMPLE:
-        if data_dir is not None:
-            raise ValueError(
-                f"data_dir applies to {CIFAR10!r} only; {CIFAR10_SAMPLE!r} is "
-                f"embedded in the package, got data_dir={str(data_dir)!r}")
+        _check_no_data_dir(data_dir)
         arrays = load_sample_arrays()
         return _from_arrays(arrays[f"{split}_images"], arrays[f"{split}_labels"])
     local_dir = resolve_data_dir(data_dir)
     if local_dir is None:
         return _load_tfds(split)
     return _from_arrays(*read_cifar10_arrays(local_dir, split))
+
+
+def _check_no_data_dir(data_dir) -> None:
+    if data_dir is not None:
+        raise ValueError(
+            f"data_dir applies to {CIFAR10!r} only; {CIFAR10_SAMPLE!r} is "
+            f"embedded in the package, got data_dir={str(data_dir)!r}")
+
+
+def data_source(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """Names where ``load_dataset(name, split, data_dir)`` reads its images.
+
+    Results and pseudo-labels refer to images by their position ``idx`` in a
+    split; recording the source lets a resumed run or a student refuse
+    positions that came from another source. Both CIFAR-10 sources are in the
+    order of the binary files (tensorflow-datasets' records are reordered by
+    their ``id``), so this is a conservative check; the local directory's path
+    is not part of it, so moved or copied data stays the same source.
+
+    Args:
+        name: ``"cifar10"`` or ``"cifar10_sample"``.
+        data_dir: As in ``load_dataset`` (default ``$TFSMOOTH_DATA_DIR``).
+
+    Returns:
+        ``"embedded sample"`` for ``"cifar10_sample"``; for ``"cifar10"``,
+        ``"local CIFAR-10 binary files"`` when a local directory is given or
+        set (not checked to exist), else ``"tensorflow-datasets"``.
+
+    Raises:
+        ValueError: If ``name`` is unknown or ``data_dir`` is given for
+            ``"cifar10_sample"``.
+    """
+    _check_name_and_split(name)
+    if name == CIFAR10_SAMPLE:
+        _check_no_data_dir(data_dir)
+        return SOURCE_SAMPLE
+    local_dir = resolve_data_dir(data_dir)
+    if local_dir is None:
+        return SOURCE_TFDS
+    return SOURCE_LOCAL
 
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
@@ -347,9 +426,8 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     """
     _check_name_and_split(name)
     class_names = CIFAR10_CLASS_NAMES
-    if name == CIFAR10_SAMPLE and data_dir is not None:
-        raise ValueError(
-            f"data_dir applies to {CIFAR10!r} only, got data_dir={str(data_dir)!r}")
+    if name == CIFAR10_SAMPLE:
+        _check_no_data_dir(data_dir)
     if name == CIFAR10:
         local_dir = resolve_data_dir(data_dir)
         if local_dir is not None:

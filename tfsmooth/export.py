@@ -16,7 +16,8 @@ Signatures (B images per request; pixels float32 in [0, 1]; K classes):
   draws), `selection_counts` int64 [B, K] (the n0 selection draws), `seed` int64 [B].
 * `base_logits`: input `images`; output `logits` float32 [B, K], the base classifier without noise.
 * `metadata`: no input; sigma, n0, n, alpha, noise_block, batch_size, num_classes, image_shape,
-  class_names. The same record is in `assets/tfsmooth_export.json`.
+  class_names, compute_dtype ("float32" or "bfloat16", the arithmetic of the noisy forward
+  passes). The same record is in `assets/tfsmooth_export.json`.
 
 The optional `seed` (int64, any shape): empty (the SignatureDef default, used when a request omits
 `seed`) draws a fresh seed; a scalar, or a vector of copies of one value (what TF Serving's REST

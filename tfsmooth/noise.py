@@ -23,6 +23,9 @@ STREAM_PREDICT = 2
 """Stream of PREDICT's n draws."""
 STREAM_ATTACK = 3
 """Stream of the m noise draws a SmoothAdv evaluation attack reuses (`tfsmooth.runs.attack_dataset`)."""
+STREAMS = (STREAM_SELECTION, STREAM_ESTIMATION, STREAM_PREDICT, STREAM_ATTACK)
+"""Every valid stream. `block_seeds` packs (key, stream) as key * len(STREAMS) + stream, so any other
+value would reuse another key's draws (stream 4 of key k is stream 0 of key k + 1)."""
 
 MAX_KEY = 2**28
 """Keys (example identifiers, e.g. the index in the test set) must lie in [0, MAX_KEY)."""
@@ -34,17 +37,18 @@ def block_seeds(seed, keys, stream, block_index):
     Args:
         seed: int64 scalar, the user's seed.
         keys: int64 [M], the example key of each block (e.g. its index in the data set).
-        stream: int64 [M] or scalar, one of the STREAM_* constants.
+        stream: int64 [M] or scalar, each one of `STREAMS` (not checked here, in the graph; callers
+            validate it).
         block_index: int64 [M], index of the block within the (example, stream) sequence.
 
     Returns:
         int64 [M, 2] seeds for `tf.random.stateless_normal`, distinct for distinct
-        (key, stream, block_index) with block_index < 2**32.
+        (key, stream, block_index) with stream in `STREAMS` and block_index < 2**32.
     """
     keys = tf.cast(keys, tf.int64)
     stream = tf.cast(stream, tf.int64)
     block_index = tf.cast(block_index, tf.int64)
-    second = (keys * 4 + stream) * (2**32) + block_index
+    second = (keys * len(STREAMS) + stream) * (2**32) + block_index
     first = tf.fill(tf.shape(second), tf.cast(seed, tf.int64))
     return tf.stack([first, second], axis=-1)
 

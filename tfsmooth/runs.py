@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
+import math
 import os
 import time
+import zipfile
 from typing import Callable, Optional
 
 import keras
@@ -97,12 +100,12 @@ class TrainConfig:
         if self.arch not in models.ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(models.ARCHITECTURES)}; got {self.arch!r}")
         for name in ("lr", "lr_gamma"):
-            if not (getattr(self, name) > 0):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
         if not (0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not (self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         _check_method_fields(self)
         _check_extra_data_fields(self)
 
@@ -113,7 +116,7 @@ class TrainConfig:
 
 
 class _EpochState(keras.callbacks.Callback):
-    """Adds the epoch's duration to the logs; after each epoch, atomically saves a checkpoint."""
+    """Adds the epoch's duration to the logs; after each epoch, saves the run's files (`_save_epoch`)."""
 
     def __init__(self, outdir: str):
         super().__init__()
@@ -121,13 +124,81 @@ class _EpochState(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.time()
+        self._start_steps = int(self.model.optimizer.iterations)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.time() - self._start
-        _atomic(lambda p: self.model.save(p), os.path.join(self.outdir, CHECKPOINT_FILE))
-        _atomic(lambda p: self.model.base_model.save(p), os.path.join(self.outdir, BASE_MODEL_FILE))
-        _atomic(lambda p: _write_json(p, {"epochs_done": epoch + 1}), os.path.join(self.outdir, STATE_FILE))
+        steps_per_epoch = int(self.model.optimizer.iterations) - self._start_steps
+        _save_epoch(self.model, self.outdir, epoch + 1, steps_per_epoch)
+
+
+def _save_epoch(model, outdir: str, epochs_done: int, steps_per_epoch: int, *, checkpoint: bool = True):
+    """Replaces checkpoint.keras, base_model.keras, then train_state.json, each atomically.
+
+    A crash between them leaves the later files one epoch behind the checkpoint; `_resume` counts
+    the epochs from the checkpoint and rewrites them (`checkpoint=False`).
+    """
+    if checkpoint:
+        _atomic(model.save, os.path.join(outdir, CHECKPOINT_FILE))
+    _atomic(model.base_model.save, os.path.join(outdir, BASE_MODEL_FILE))
+    _write_json(os.path.join(outdir, STATE_FILE), {"epochs_done": epochs_done, "steps_per_epoch": steps_per_epoch})
+
+
+def _read_train_config(path: str) -> TrainConfig:
+    """The TrainConfig of a run's config.json; ValueError naming the file if it is not one."""
+    fields = _read_json(path)
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path} must hold a JSON object of TrainConfig fields, got {type(fields).__name__}")
+    unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"{path} has unknown keys {', '.join(unknown)}: not a config.json written by `train`")
+    try:
+        return TrainConfig(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _read_train_state(outdir: str) -> Optional[dict]:
+    """train_state.json of a run with a checkpoint, checked; None when there is nothing to resume.
+
+    Without a state file (a crash before the first one was written) training starts over.
+    """
+    path = os.path.join(outdir, STATE_FILE)
+    if not (os.path.exists(path) and os.path.exists(os.path.join(outdir, CHECKPOINT_FILE))):
+        return None
+    state = _read_json(path)
+    for key in ("epochs_done", "steps_per_epoch"):
+        value = state.get(key) if isinstance(state, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path}: {key} must be an integer >= 1, got {value!r} (the file is damaged or "
+                             "was written by an older tfsmooth; use another --outdir)")
+    return state
+
+
+def _resume(outdir: str, state: dict):
+    """(training model, epochs done) from the checkpoint of `outdir`.
+
+    The checkpoint alone says how far training got: epochs done = its optimizer's step count over the
+    steps per epoch (a constant of the configuration, recorded in the state). Counting from the state
+    instead would train an epoch twice after a crash between writing the checkpoint and the state
+    (`_save_epoch`); the state may lag by that one epoch, then it and base_model.keras are rewritten.
+    A checkpoint that does not fit the state is refused before anything is written.
+    """
+    path = os.path.join(outdir, CHECKPOINT_FILE)
+    try:
+        model = keras.models.load_model(path)
+    except Exception as err:  # Keras raises many types for a bad archive
+        raise ValueError(f"cannot load the training checkpoint {path}: {err}") from None
+    steps = int(model.optimizer.iterations)
+    epochs_done, rest = divmod(steps, state["steps_per_epoch"])
+    if rest or epochs_done not in (state["epochs_done"], state["epochs_done"] + 1):
+        raise ValueError(f"{path} holds {steps} optimizer steps, which is not {state['epochs_done']} or one more "
+                         f"epochs of {state['steps_per_epoch']} steps as {STATE_FILE} says: the files come from "
+                         "different runs; use another --outdir")
+    if epochs_done != state["epochs_done"]:
+        _save_epoch(model, outdir, epochs_done, state["steps_per_epoch"], checkpoint=False)
+    return model, epochs_done
 
 
 def train(config: TrainConfig, outdir: str, *, verbose: int = 1) -> keras.Model:
@@ -135,35 +206,35 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1) -> keras.Model:
 
     Writes in `outdir`: `config.json`, `base_model.keras` (the base classifier, loadable with plain
     `keras.models.load_model`), `checkpoint.keras` (model + optimizer state), `train_state.json`
-    and `log.csv` (one row per epoch). If `outdir` already holds a run, training continues after
-    its last completed epoch (the data order of a resumed epoch differs from an uninterrupted run).
+    (`epochs_done`, `steps_per_epoch`) and `log.csv` (one row per epoch). If `outdir` already holds
+    a run, training continues after the last epoch saved in its checkpoint (the data order of a
+    resumed epoch differs from an uninterrupted run).
 
     Returns:
         The trained base classifier.
 
     Raises:
-        ValueError: if `outdir` holds a run with a different configuration (other than `epochs`).
+        ValueError: if `outdir` holds a run with a different configuration (other than `epochs`),
+            or a config.json, train_state.json or checkpoint that is damaged or from another run;
+            a refused run writes nothing.
     """
-    os.makedirs(outdir, exist_ok=True)
     config_path = os.path.join(outdir, CONFIG_FILE)
     if os.path.exists(config_path):
-        previous = TrainConfig(**_read_json(config_path))
+        previous = _read_train_config(config_path)
         diff = config.resumable_with(previous)
         if diff:
             raise ValueError(
                 f"{outdir} holds a run with a different configuration ({', '.join(f'{k}: {getattr(previous, k)!r} there, {getattr(config, k)!r} now' for k in diff)}); "
                 "use another --outdir")
-    epochs_done = 0
-    if os.path.exists(os.path.join(outdir, STATE_FILE)) and os.path.exists(os.path.join(outdir, CHECKPOINT_FILE)):
-        epochs_done = int(_read_json(os.path.join(outdir, STATE_FILE))["epochs_done"])
-    _check_train_files(config)  # before config.json is written: a refused run leaves no trace
-    _write_json(config_path, dataclasses.asdict(config))
-
+    state = _read_train_state(outdir)
+    _check_train_files(config)  # before anything is written (even outdir): a refused run leaves no trace
     info = data.dataset_info(config.dataset, config.data_dir)
     keras.utils.set_random_seed(config.seed)
-    if epochs_done:
-        model = keras.models.load_model(os.path.join(outdir, CHECKPOINT_FILE))
-    else:
+    model, epochs_done = _resume(outdir, state) if state is not None else (None, 0)
+    os.makedirs(outdir, exist_ok=True)
+    _write_json(config_path, dataclasses.asdict(config))
+
+    if model is None:
         model = _training_model(config, _initial_base_model(config, info.num_classes))
         model.compile(
             optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
@@ -205,8 +276,8 @@ def _check_evaluation_fields(config):
     for name in ("n", "batch", "skip"):
         stats.check_count(getattr(config, name), name)
     stats.check_count(config.seed, "seed", minimum=0)
-    if isinstance(config.max, bool) or not isinstance(config.max, int) or config.max < -1:
-        raise ValueError(f"max must be -1 (no limit) or an index >= 0, got {config.max!r}")
+    if isinstance(config.max, bool) or not isinstance(config.max, int) or config.max < -1 or config.max == 0:
+        raise ValueError(f"max must be -1 (no limit) or an index >= 1 (0 selects no example), got {config.max!r}")
     if config.split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {config.split!r}")
 
@@ -216,15 +287,17 @@ class CertifyConfig:
     """Configuration of `certify_dataset` / `predict_dataset` (Cohen et al. 2019, Sec. 3.2).
 
     Attributes:
-        model: path of the base classifier (`.keras`).
+        model: path of the base classifier (`.keras`); the run record holds its absolute path and
+            the SHA-256 of its bytes, so a file changed since (e.g. by `train`) is never resumed.
         dataset, split, data_dir: where the images come from (`tfsmooth.data.load_dataset`).
         sigma: noise level the base classifier was trained for (l2, [0, 1] pixel scale).
         n0: selection draws (certify only; ignored by predict).
         n: estimation draws (certify) or draws (predict).
         alpha: failure probability in (0, 1).
-        batch: noisy copies per forward pass.
+        batch: noisy copies per forward pass (`SmoothedClassifier`'s batch_size). The counts do not
+            depend on it, so it is not part of the run record: a run may resume with another batch.
         skip: certify every `skip`-th example of the split.
-        max: stop at this index (-1: the whole split).
+        max: stop before this index, >= 1 (-1: the whole split).
         seed: seed of the noise; together with the example index it fixes each example's counts.
         compute_dtype: "float32" or "bfloat16", the arithmetic of the noisy forward passes
             (`SmoothedClassifier`); part of the run record only when not float32.
@@ -251,7 +324,7 @@ class CertifyConfig:
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
-        omit = ["n0"] if kind == "predict" else []
+        omit = ["batch", "n0"] if kind == "predict" else ["batch"]  # the counts do not depend on batch
         if self.compute_dtype == "float32":  # files written before the option existed stay resumable
             omit.append("compute_dtype")
         return _run_record(self, kind, omit)
@@ -262,10 +335,14 @@ def load_base_model(path: str) -> keras.Model:
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: if it is not a loadable Keras model file.
+        ValueError: if it is not a loadable Keras model file (e.g. a `.keras` name on a file that is
+            not a zip archive).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
+    if str(path).endswith(".keras") and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(f"cannot load a Keras model from {path}: it is not a .keras model archive (a zip file, "
+                         "as written by model.save); the file is damaged or of another kind")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for a bad archive
@@ -312,14 +389,14 @@ def _run(config, out, on_row, kind):
     if config.n < minimum:
         raise ValueError(f"n={config.n} is too small to ever {kind} at alpha={config.alpha}: use n >= {minimum}")
     info = data.dataset_info(config.dataset, config.data_dir)
-    smoothed = SmoothedClassifier(load_base_model(config.model), info.num_classes, config.sigma,
-                                  compute_dtype=config.compute_dtype)
+    base, record = _load_recorded_model(config, functools.partial(config.run_record, kind))
+    smoothed = SmoothedClassifier(base, info.num_classes, config.sigma, compute_dtype=config.compute_dtype)
     if kind == "certify":
         columns, run = results.CERTIFY_COLUMNS, functools.partial(smoothed.iter_certify, n0=config.n0)
     else:
         columns, run = results.PREDICT_COLUMNS, smoothed.iter_predict
     answers = functools.partial(run, n=config.n, alpha=config.alpha, batch_size=config.batch, seed=config.seed)
-    return _evaluate(config, columns, config.run_record(kind), answers, out, on_row)
+    return _evaluate(config, columns, record, answers, out, on_row)
 
 
 def _evaluate(config, columns, record, answers, out, on_row, prepare=None, prepare_group=1):
@@ -379,11 +456,41 @@ def _unchanged(images, labels, idxs):
     return images, [{}] * len(images)
 
 
+def _load_recorded_model(config, run_record: Callable[[], dict]):
+    """(`load_base_model(config.model)`, `run_record()`), the record's model_sha256 being the loaded file's.
+
+    The file is hashed before and after the load: one replaced in between (e.g. by `train` after an
+    epoch, when a run still training is certified) is refused rather than recorded under the wrong hash.
+    """
+    before = _file_sha256(config.model) if os.path.isfile(config.model) else None
+    base = load_base_model(config.model)
+    record = run_record()
+    if record["model_sha256"] != before:
+        raise ValueError(f"model file {config.model} was replaced while it was being loaded (e.g. by `train` "
+                         "after an epoch); run again")
+    return base, record
+
+
+def _file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _run_record(config, kind, omit):
-    """The fields of an evaluation config that identify its results, with the model's absolute path;
-    data_dir (where the same images come from) and the fields in `omit` left out."""
+    """The fields of an evaluation config that identify its results, with the model's absolute path
+    and the SHA-256 of its bytes (`model_sha256`: a file overwritten in place, e.g. `train`'s
+    base_model.keras after each epoch, is another model); data_dir (where the same images come from)
+    and the fields in `omit` left out. `data_source` names the files the images are read from
+    (`tfsmooth.data.data_source`, after $TFSMOOTH_DATA_DIR), so a resume refuses rows whose idx
+    referred to images of another source."""
     record = dataclasses.asdict(config)
     record["model"] = os.path.abspath(config.model)
+    record["model_sha256"] = _file_sha256(config.model)
+    record["data_source"] = data.data_source(config.dataset, config.data_dir)
     for name in ["data_dir", *omit]:
         record.pop(name)
     record["kind"] = kind
@@ -402,9 +509,8 @@ def _groups(iterable, size):
 
 
 def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
+    """Writes obj as indented JSON through a temporary file and a rename (all or nothing)."""
+    results._atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _read_json(path):
@@ -554,8 +660,10 @@ def _training_data(config: TrainConfig, num_classes: int):
 def _pseudo_labeled_data(config: TrainConfig, num_classes: int):
     """The unlabeled images (their true labels dropped) zipped with the teacher's labels."""
     name, split = parse_source(config.unlabeled)
-    images = data.load_dataset(name, split, config.data_dir if name == data.CIFAR10 else None).map(lambda x, _: x)
-    labels = load_pseudo_labels(config.pseudo_labels, config.unlabeled, num_classes, int(images.cardinality()))
+    data_dir = config.data_dir if name == data.CIFAR10 else None
+    images = data.load_dataset(name, split, data_dir).map(lambda x, _: x)
+    labels = load_pseudo_labels(config.pseudo_labels, config.unlabeled, num_classes, int(images.cardinality()),
+                                data.data_source(name, data_dir))
     return tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
 
 
@@ -586,8 +694,9 @@ class PseudoLabelConfig:
 def pseudo_label(config: PseudoLabelConfig, out: str) -> int:
     """Writes the teacher's top-1 label of every image of a split to an `.npz` file.
 
-    The file holds `label` (int64 [N], in data set order), `dataset`, `split` and `teacher` (str);
-    read it with `load_pseudo_labels` (no pickle). The teacher labels clean images (no noise).
+    The file holds `label` (int64 [N], in data set order), `dataset`, `split`, `data_source` (the files
+    the images came from, `tfsmooth.data.data_source`) and `teacher` (str); read it with
+    `load_pseudo_labels` (no pickle). The teacher labels clean images (no noise).
 
     Returns:
         N, the number of labeled images.
@@ -603,11 +712,16 @@ def pseudo_label(config: PseudoLabelConfig, out: str) -> int:
     logits = teacher.predict(images.batch(config.batch), verbose=0)
     labels = np.argmax(logits, axis=1).astype(np.int64)
     _atomic(lambda p: np.savez(p, label=labels, dataset=np.array(config.dataset), split=np.array(config.split),
+                               data_source=np.array(data.data_source(config.dataset, config.data_dir)),
                                teacher=np.array(os.path.abspath(config.teacher))), os.fspath(out))
     return len(labels)
 
 
-def load_pseudo_labels(path: str, source: str, num_classes: int, count: int) -> np.ndarray:
+PSEUDO_LABEL_KEYS = ("label", "dataset", "split", "data_source")
+"""The arrays `load_pseudo_labels` reads from a pseudo-labels `.npz` (`pseudo_label` also stores `teacher`)."""
+
+
+def load_pseudo_labels(path: str, source: str, num_classes: int, count: int, data_source: str) -> np.ndarray:
     """Reads pseudo-labels written by `pseudo_label` and checks they belong to `source`.
 
     Args:
@@ -615,24 +729,38 @@ def load_pseudo_labels(path: str, source: str, num_classes: int, count: int) -> 
         source: "DATASET:SPLIT" the labels must have been computed for.
         num_classes: labels must lie in [0, num_classes).
         count: number of images of the source; one label each.
+        data_source: `tfsmooth.data.data_source` of the images the labels are attached to; label i
+            belongs to image i only if the labels were computed on the same files.
 
     Returns:
         int64 [count].
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: a file that is not such an `.npz`, or labels of another source, count or range.
+        ValueError: a file that is not such an `.npz` (e.g. a bare `.npy` array, or one lacking a key
+            of `PSEUDO_LABEL_KEYS`), or labels of another source, data source, count or range.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pseudo-labels file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            found = {key: archive[key] for key in ("label", "dataset", "split")}
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path} is not a pseudo-labels .npz written by `tfsmooth pseudo-label`: {err}") from None
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds a single {archive.dtype} {archive.shape} array (.npy format)")
+        with archive:
+            missing = [key for key in PSEUDO_LABEL_KEYS if key not in archive.files]
+            if missing:
+                raise ValueError(f"it lacks {', '.join(missing)} (rerun `tfsmooth pseudo-label`)")
+            found = {key: archive[key] for key in PSEUDO_LABEL_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a pseudo-labels .npz written by `tfsmooth pseudo-label` (a zip of label "
+                         f"int64 [N] and str dataset, split, data_source): {err}") from None
     labels, origin = found["label"], f"{found['dataset']}:{found['split']}"
     if origin != source:
         raise ValueError(f"{path} labels {origin}, but the unlabeled source is {source}")
+    if str(found["data_source"]) != data_source:
+        raise ValueError(f"{path} labels the {source} images of {str(found['data_source'])!r}, but they are read "
+                         f"from {data_source!r} now (--data-dir / ${data.DATA_DIR_ENV_VAR}); label i must belong to "
+                         f"image i of the same files: rerun `tfsmooth pseudo-label` on them")
     if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path} must hold {count} integer labels for {source}, got {labels.dtype} {labels.shape}")
     if count and (labels.min() < 0 or labels.max() >= num_classes):
@@ -651,8 +779,8 @@ class AttackConfig:
     Salman et al. 2019, Sec. 4.3 (empirical robust accuracy; METHODS.md §2).
 
     Attributes:
-        model: path of the base classifier (`.keras`).
-        dataset, split, data_dir, skip, max, seed, batch: as in `CertifyConfig`.
+        model, dataset, split, data_dir, skip, max, seed, batch: as in `CertifyConfig` (batch: PREDICT's
+            noisy copies per forward pass; not part of the run record).
         sigma: noise level of the smoothed classifier (l2, [0, 1] pixel scale), also the attack's.
         attack: "pgd" (`attacks.smooth_adv_pgd`) or "ddn" (`attacks.smooth_adv_ddn`).
         epsilon: l2 radius of the attack ([0, 1] pixel scale), >= 0.
@@ -699,7 +827,7 @@ class AttackConfig:
 
     def run_record(self) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
-        return _run_record(self, "attack", ["attack_batch"])
+        return _run_record(self, "attack", ["attack_batch", "batch"])
 
 
 def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None) -> int:
@@ -723,7 +851,7 @@ def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[
     if config.n < minimum:
         raise ValueError(f"n={config.n} is too small to ever predict at alpha={config.alpha}: use n >= {minimum}")
     info = data.dataset_info(config.dataset, config.data_dir)
-    base = load_base_model(config.model)
+    base, record = _load_recorded_model(config, config.run_record)
     smoothed = SmoothedClassifier(base, info.num_classes, config.sigma)
     attack_batch = _attack_function(base, config, info.image_shape)
 
@@ -733,7 +861,7 @@ def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[
 
     answers = functools.partial(smoothed.iter_predict, n=config.n, alpha=config.alpha, batch_size=config.batch,
                                 seed=config.seed)
-    return _evaluate(config, results.ATTACK_COLUMNS, config.run_record(), answers, out, on_row, prepare,
+    return _evaluate(config, results.ATTACK_COLUMNS, record, answers, out, on_row, prepare,
                      prepare_group=config.attack_batch)
 
 

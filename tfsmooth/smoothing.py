@@ -120,7 +120,10 @@ class SmoothedClassifier:
             n0: number of selection draws (>= 1), used only to pick the top class c_A.
             n: number of fresh estimation draws used to lower-bound p_A.
             alpha: failure probability in (0, 1).
-            batch_size: noisy copies per forward pass of the base model.
+            batch_size: noisy copies per forward pass of the base model, rounded down to a multiple
+                of the noise block (`noise_block` draws, default 100), at least one block: at the
+                default, 50 runs 100 copies per pass and 1999 runs 1900. Only the speed and memory
+                depend on it, not the counts.
             seed: int >= 0; the same seed gives the same counts. None draws a fresh seed.
 
         Returns:
@@ -159,14 +162,26 @@ class SmoothedClassifier:
         """Streams CERTIFY over `(key, image)` pairs; yields `(key, Certificate)` as each finishes.
 
         Images are consumed lazily and several share a forward pass, so the CPU stays busy even
-        when n0 + n is smaller than batch_size. Arguments as in `certify_batch`; each image is
-        validated as it is read.
+        when n0 + n is smaller than batch_size. Arguments as in `certify_batch` (batch_size is
+        rounded down to a multiple of the noise block (`noise_block` draws), at least one block).
+
+        Returns:
+            An iterator of `(key, Certificate)`, in input order.
+
+        Raises:
+            ValueError: at call time if n0, n, alpha, batch_size or seed are invalid (as in
+                `certify_batch`); during iteration if an image or key is invalid (each is validated
+                as it is read).
         """
         alpha = stats.check_alpha(alpha)
         n0 = stats.check_count(n0, "n0")
         n = self._check_n(n, alpha, stats.min_n_to_certify(alpha), "certify")
         batch_size = stats.check_count(batch_size, "batch_size")
         seed = _resolve_seed(seed)
+        return self._certify_stream(examples, n0, n, alpha, batch_size, seed)
+
+    def _certify_stream(self, examples, n0, n, alpha, batch_size, seed):
+        """The generator behind `iter_certify`, on validated arguments."""
         plan = ((noise.STREAM_SELECTION, n0), (noise.STREAM_ESTIMATION, n))
         for key, counts in self._iter_counts(examples, plan, batch_size, seed):
             label, radius, p_a_lower = stats.certify_decision(
@@ -183,7 +198,9 @@ class SmoothedClassifier:
         Args:
             x: float32 [H, W, C] in [0, 1].
             n: number of noisy draws; must allow a decision at this alpha (n >= 11 for 0.001).
-            alpha, batch_size, seed: as in `certify`.
+            alpha, seed: as in `certify`.
+            batch_size: noisy copies per forward pass, rounded down to a multiple of the noise block
+                (`noise_block` draws, default 100), at least one block (as in `certify`).
 
         Returns:
             int: the predicted class or ABSTAIN (-1).
@@ -202,11 +219,26 @@ class SmoothedClassifier:
 
     def iter_predict(self, examples: Iterable[Tuple[int, np.ndarray]], n: int, alpha: float,
                      batch_size: int, seed: Optional[int] = None) -> Iterator[Tuple[int, Prediction]]:
-        """Streams PREDICT over `(key, image)` pairs; yields `(key, Prediction)` in order."""
+        """Streams PREDICT over `(key, image)` pairs; yields `(key, Prediction)` in order.
+
+        Arguments as in `predict_batch` (batch_size is rounded down to a multiple of the noise block
+        (`noise_block` draws), at least one block).
+
+        Returns:
+            An iterator of `(key, Prediction)`, in input order.
+
+        Raises:
+            ValueError: at call time if n, alpha, batch_size or seed are invalid (as in `predict`);
+                during iteration if an image or key is invalid (each is validated as it is read).
+        """
         alpha = stats.check_alpha(alpha)
         n = self._check_n(n, alpha, stats.min_n_to_predict(alpha), "predict")
         batch_size = stats.check_count(batch_size, "batch_size")
         seed = _resolve_seed(seed)
+        return self._predict_stream(examples, n, alpha, batch_size, seed)
+
+    def _predict_stream(self, examples, n, alpha, batch_size, seed):
+        """The generator behind `iter_predict`, on validated arguments."""
         for key, counts in self._iter_counts(examples, ((noise.STREAM_PREDICT, n),), batch_size, seed):
             label, p_value = stats.predict_decision(counts[noise.STREAM_PREDICT], alpha)
             yield key, Prediction(label, p_value, counts[noise.STREAM_PREDICT])
@@ -242,19 +274,29 @@ class SmoothedClassifier:
         Args:
             images: float32 [B, H, W, C] in [0, 1].
             num: draws per image (>= 1).
-            batch_size: noisy copies per forward pass.
-            seed: int >= 0.
-            stream: which independent stream of draws (`tfsmooth.noise.STREAM_*`).
+            batch_size: noisy copies per forward pass, rounded down to a multiple of the noise block
+                (`noise_block` draws, default 100), at least one block; the counts do not depend on it.
+            seed: int in [0, 2**63); the same seed gives the same counts. None draws a fresh seed.
+            stream: which independent stream of draws, one of `tfsmooth.noise.STREAMS` (the
+                `STREAM_*` constants 0-3).
             keys: as in `certify_batch`.
 
         Returns:
             int64 [B, num_classes]; each row sums to `num`.
+
+        Raises:
+            ValueError: if images are not [B, H, W, C] finite pixels in [0, 1] of the base model's
+                image shape, keys are invalid, num or batch_size is not an integer >= 1, seed is
+                not an integer in [0, 2**63) or None, or stream is not one of `tfsmooth.noise.STREAMS`.
         """
         images = self._check_images(images, "images")
         keys = _check_keys(keys, len(images))
         num = stats.check_count(num, "num")
         batch_size = stats.check_count(batch_size, "batch_size")
         seed = _resolve_seed(seed)
+        if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) or stream not in noise.STREAMS:
+            raise ValueError(f"stream must be one of tfsmooth.noise.STREAMS {noise.STREAMS}, got {stream!r}")
+        stream = int(stream)
         return np.stack([c[stream] for _, c in self._iter_counts(zip(keys, images), ((stream, num),), batch_size, seed)])
 
     def _iter_counts(self, examples, plan, batch_size, seed):

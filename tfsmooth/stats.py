@@ -114,15 +114,30 @@ def binomial_p_value(n_a: int, n_b: int) -> float:
 def radius(sigma: float, p_a_lower):
     """Certified l2 radius sigma * Phi^{-1}(p_a_lower) (Cohen et al. 2019, Theorem 1 with p_B = 1 - p_A).
 
+    CERTIFY calls it only when p_a_lower >= 0.5 (below, it abstains), and a Clopper-Pearson lower
+    bound is always < 1, so [0.5, 1) is the whole valid range: below 0.5 the formula gives a negative
+    "radius", at 1 an infinite one.
+
     Args:
         sigma: noise level, l2 on the [0, 1] pixel scale.
-        p_a_lower: float or array in [0.5, 1): a lower bound on the top class's probability.
+        p_a_lower: float or float array of any shape, each in [0.5, 1): a lower bound on the top
+            class's probability.
 
     Returns:
-        float (or array): the radius in the same units as sigma; 0 at p_a_lower = 0.5.
+        float (or float64 array shaped like p_a_lower): the radius in the same units as sigma, >= 0;
+        0 at p_a_lower = 0.5.
+
+    Raises:
+        ValueError: if sigma is not a finite number > 0, or p_a_lower is not numeric or has a value
+            that is NaN or outside [0.5, 1).
     """
     sigma = check_sigma(sigma)
-    return sigma * _st.norm.ppf(p_a_lower)
+    p = np.asarray(p_a_lower)
+    if p.dtype.kind not in "iuf":
+        raise ValueError(f"p_a_lower must be a number (or float array) in [0.5, 1), got {p_a_lower!r}")
+    if not np.all((p >= 0.5) & (p < 1.0)):  # False for NaN
+        raise ValueError(f"p_a_lower must be in [0.5, 1) (CERTIFY abstains below 0.5), got {p_a_lower!r}")
+    return sigma * _st.norm.ppf(p)
 
 
 def min_n_to_certify(alpha: float) -> int:
@@ -151,6 +166,30 @@ def min_n_to_predict(alpha: float) -> int:
     return n
 
 
+def check_counts(counts, name: str) -> np.ndarray:
+    """Validates a vector of class counts of noisy draws.
+
+    Args:
+        counts: integer array [num_classes], num_classes >= 1, entries >= 0, summing to >= 1.
+        name: the argument's name, used in the error message.
+
+    Returns:
+        int64 array [num_classes]: the counts.
+
+    Raises:
+        ValueError: if `counts` is not a non-empty 1-D integer array, has a negative entry, or sums
+            to 0 (no draws).
+    """
+    arr = np.asarray(counts)
+    if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D integer array [num_classes], got {counts!r}")
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be counts >= 0, got {counts!r}")
+    if arr.sum() < 1:
+        raise ValueError(f"{name} must sum to >= 1 (the number of draws), got {counts!r}")
+    return arr.astype(np.int64)
+
+
 def certify_decision(
     selection_counts: np.ndarray, estimation_counts: np.ndarray, sigma: float, alpha: float
 ) -> Tuple[int, float, float]:
@@ -165,7 +204,19 @@ def certify_decision(
     Returns:
         (label, radius, p_a_lower): label = argmax of the selection counts (ties: lowest class
         index) or ABSTAIN with radius 0.0 when p_a_lower < 0.5.
+
+    Raises:
+        ValueError: if alpha is outside (0, 1), sigma is not > 0, either count vector is not a 1-D
+            integer array with entries >= 0 and at least one draw (`check_counts`), or the two
+            have different lengths.
     """
+    alpha = check_alpha(alpha)
+    sigma = check_sigma(sigma)
+    selection_counts = check_counts(selection_counts, "selection_counts")
+    estimation_counts = check_counts(estimation_counts, "estimation_counts")
+    if selection_counts.shape != estimation_counts.shape:
+        raise ValueError(f"selection_counts and estimation_counts must have the same length (num_classes), got "
+                         f"{selection_counts.size} and {estimation_counts.size}")
     c_a = int(np.argmax(selection_counts))
     n = int(np.sum(estimation_counts))
     p_a_lower = clopper_pearson_lower(int(estimation_counts[c_a]), n, alpha)
@@ -177,13 +228,22 @@ def certify_decision(
 def predict_decision(counts: np.ndarray, alpha: float) -> Tuple[int, float]:
     """PREDICT's decision from the class counts of n noisy draws (Cohen et al. 2019, Sec. 3.2).
 
+    Args:
+        counts: int array [num_classes], num_classes >= 1: how many of the n draws f assigned to
+            each class (entries >= 0, sum n >= 1).
+        alpha: failure probability in (0, 1).
+
     Returns:
         (label, p_value): the top class, or ABSTAIN when the two-sided binomial test of the top two
         counts has p-value > alpha. With probability at least 1 - alpha the returned label (if not
         ABSTAIN) equals the smoothed classifier's prediction g(x) (Cohen et al., Prop. 1).
+
+    Raises:
+        ValueError: if alpha is outside (0, 1) or counts is not a 1-D integer array with entries
+            >= 0 and at least one draw (`check_counts`).
     """
     alpha = check_alpha(alpha)
-    counts = np.asarray(counts)
+    counts = check_counts(counts, "counts")
     order = np.argsort(-counts, kind="stable")
     n_a = int(counts[order[0]])
     n_b = int(counts[order[1]]) if counts.size > 1 else 0

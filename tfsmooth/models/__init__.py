@@ -93,8 +93,26 @@ def small_cnn(num_classes: int = 10, *, input_shape=(32, 32, 3), weight_decay: f
               mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD) -> keras.Model:
     """A small CNN for fast tests and smoke runs (two conv layers and a dense head).
 
-    Same contract as `cifar_resnet`: pixels in [0, 1] in, logits out, normalization inside.
+    Same contract as `cifar_resnet`: pixels in [0, 1] in, logits out, normalization inside (the
+    first layer, so noise and radii live in pixel units; Cohen et al. 2019, METHODS.md §1).
+    Layers: two 3x3 stride-2 ReLU convolutions (16 and 32 filters), global average pooling and a
+    dense layer.
+
+    Args:
+        num_classes: output logits K, >= 2.
+        input_shape: (height, width, channels); channels at most len(mean).
+        weight_decay: coupled L2 weight decay on the conv/dense kernels, >= 0.
+        mean, std: per-channel normalization of the first layer (pixel scale [0, 1]); the first
+            `channels` entries are used.
+
+    Returns:
+        A functional `keras.Model`: float32 [batch, H, W, C] in [0, 1] -> float32 logits [batch, K].
+
+    Raises:
+        ValueError: if num_classes is not an integer >= 2.
     """
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     reg = _regularizer(weight_decay)
     inputs = keras.Input(input_shape, name="images")
     x = _normalization(mean[: input_shape[-1]], std[: input_shape[-1]])(inputs)
