@@ -178,6 +178,24 @@ def test_ddn_finds_the_closest_adversarial_point_of_a_linear_classifier():
     assert np.all(np.argmax(model(x_adv).numpy(), axis=1) == 0)
 
 
+def test_ddn_starts_at_epsilon_so_it_reaches_an_epsilon_above_one():
+    # A linear classifier with margin 8: w.delta >= -4.8 within epsilon = 1.2 (w = 1 on 16 pixels), so nothing
+    # there is adversarial and the norm only grows (capped at epsilon). Starting at norm 1 (the former default)
+    # two steps would end at 1.05^2 = 1.1025 < epsilon = 1.2; starting at epsilon (the default, as the reference
+    # training code) they end at epsilon. Each step moves along -1/4 per pixel, 0.3 at norm 1.2, so x = 0.5
+    # never meets a face of the box.
+    w = np.ones(fixtures.D, np.float32)
+    model = fixtures.linear_classifier(w, -0.5 * fixtures.D + 8.0)
+    x = np.stack([fixtures.half_image()] * 2)
+    zero = np.zeros((2, 1, *fixtures.SHAPE), np.float32)
+    x_adv = attacks.smooth_adv_ddn(model, x, np.ones(2, np.int64), zero, epsilon=1.2, num_steps=2).numpy()
+    np.testing.assert_allclose(_l2(x_adv - x), [1.2, 1.2], rtol=1e-5)
+    np.testing.assert_allclose(x_adv - x, np.full_like(x, -0.3), atol=1e-5)
+    started_at_one = attacks.smooth_adv_ddn(model, x, np.ones(2, np.int64), zero, epsilon=1.2, num_steps=2,
+                                            init_norm=1.0).numpy()
+    np.testing.assert_allclose(_l2(started_at_one - x), [1.1025, 1.1025], rtol=1e-5)
+
+
 def test_seeded_randomness_is_per_example_and_reproducible():
     model, x, y, noise = _small_cnn_batch()
     seeds = np.array([[1, 7], [2, 7], [3, 7]])

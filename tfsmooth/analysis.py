@@ -5,7 +5,7 @@ Sec. 4; METHODS.md §1): the fraction of test images whose row has ``correct == 
 ``radius >= r``. Abstentions (predict == ABSTAIN, radius 0) are never correct. Radii are ℓ2 norms
 on the [0, 1] pixel scale. The "envelope" is the best certified accuracy over several certify files
 at each radius: the "best model per radius" rows of Cohen et al. (Table 1) and Salman et al.
-(Table 1).
+(Tables 1 and 2: ImageNet and CIFAR-10).
 
 Radius keys: summaries are keyed by ``radius_key(r) = repr(float(r))``, Python's shortest text
 that reads back to the same float: 0 -> "0.0", 0.25 -> "0.25", 1 -> "1.0", 1e-5 -> "1e-05".

@@ -233,7 +233,7 @@ def pgd(model, x, y, *, epsilon, num_steps: int, step_size=None, random_start: b
                           step_size=step_size, random_start=random_start, seed=seed)
 
 
-def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float = 0.05, init_norm: float = 1.0,
+def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float = 0.05, init_norm=None,
                    seed=None):
     """SmoothAdv-DDN: decoupled direction and norm (Rony et al., CVPR 2019) on objective (S).
 
@@ -245,10 +245,20 @@ def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float 
     allows; x + delta is clipped to [0, 1]. The smallest perturbation found that misclassifies is
     returned, else the last one, projected onto the epsilon-ball.
 
+    Deliberate differences from the paper's reference code (`attacks.py::DDN` of Salman et al.):
+    "misclassified" is the argmax of the soft classifier G that the objective attacks (the
+    reference takes a majority vote of the m hard labels, an estimate of g); the norm is capped at
+    epsilon during the search, not only at the end; when nothing misclassifies, the last iterate is
+    returned rather than a zero perturbation (so training still sees an attacked point); delta is
+    not rounded to 256 levels. As in the reference's training loop, the search starts at norm
+    epsilon (`init_norm=None`), so with T steps it can reach any epsilon.
+
     Args:
         model, x, y, noise, epsilon, num_steps, seed: as in `smooth_adv_pgd`.
         gamma: norm update factor in (0, 1).
-        init_norm: initial l2 norm of delta (capped at epsilon), > 0.
+        init_norm: initial l2 norm of delta (capped at epsilon), > 0; None (default) starts at
+            epsilon itself (a tensor inside a train_step), as the reference training code does
+            with the warmed-up epsilon.
 
     Returns:
         float32 [B, H, W, C] x_adv in [0, 1], ||x_adv - x||_2 <= epsilon; no gradient.
@@ -261,7 +271,7 @@ def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float 
     num_steps = _check_steps(num_steps)
     if not (isinstance(gamma, numbers.Real) and 0.0 < gamma < 1.0):
         raise ValueError(f"gamma must be a number in (0, 1), got {gamma!r}")
-    init_norm = _check_positive(init_norm, "init_norm")
+    init_norm = epsilon if init_norm is None else _check_positive(init_norm, "init_norm")
     seeds = _step_seeds(seed, tf.shape(x)[0])
     cap = tf.minimum(_l2(tf.maximum(x, 1.0 - x)), epsilon)  # [B] largest useful norm
     state = dict(delta=tf.zeros_like(x), norm=tf.minimum(init_norm, cap), best=tf.zeros_like(x),

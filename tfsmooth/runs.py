@@ -776,7 +776,8 @@ ATTACKS = SMOOTHADV_ATTACKS
 class AttackConfig:
     """Configuration of `attack_dataset`: SmoothAdv attack, then PREDICT at the attacked point.
 
-    Salman et al. 2019, Sec. 4.3 (empirical robust accuracy; METHODS.md §2).
+    Salman et al. 2019, Sec. 4 (the definition of empirical robust accuracy; Sec. 4.3 studies the attack;
+    METHODS.md §2).
 
     Attributes:
         model, dataset, split, data_dir, skip, max, seed, batch: as in `CertifyConfig` (batch: PREDICT's

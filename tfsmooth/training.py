@@ -109,6 +109,12 @@ class SmoothAdvModel(GaussianAugmentedModel):
        (`multi_noise=True`) or at x_adv + delta_1 only (`multi_noise=False`), reusing the same
        draws as the attack; sample weights (e.g. self-training) apply to every copy of an example.
 
+    Batch composition: every one of the B examples gets m copies, so a step trains on B * m noisy
+    inputs (as Pseudocode 1 reads). The paper's reference code instead splits each batch of B into m
+    minibatches of B / m examples with m copies each (B noisy inputs per optimizer step, m times as
+    many steps per epoch); feed batches of B / m to match it (e.g. `--batch 128` for their 256 at
+    m = 2).
+
     epsilon is warmed up linearly: in epoch e (from 0), epsilon_t = min(epsilon,
     epsilon * (e + 1) / warmup_epochs) (METHODS.md §2; the paper's CIFAR-10 runs warm up over 10
     epochs); `warmup_epochs=1` means no warm-up. The epoch is held in the non-trainable variable
