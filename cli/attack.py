@@ -11,8 +11,9 @@ from tfsmooth.cli._common import Progress, data_options, library_errors, quiet_t
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--sigma", type=float, required=True,
               help="Noise level of the smoothed classifier (l2, pixels in [0, 1]).")
-@click.option("--attack", type=click.Choice(["pgd", "ddn"]), default="pgd", show_default=True,
-              help="SmoothAdv-PGD or SmoothAdv-DDN.")
+@click.option("--attack", type=click.Choice(["pgd", "ddn", "base-pgd"]), default="pgd", show_default=True,
+              help="SmoothAdv-PGD, SmoothAdv-DDN, or vanilla PGD on the base classifier (base-pgd: no noise, "
+                   "--num-noise-vec unused; the baseline of Salman et al. Sec. 4.3).")
 @click.option("--epsilon", type=float, default=0.5, show_default=True, help="l2 attack radius (pixels in [0, 1]).")
 @click.option("--num-steps", type=int, default=20, show_default=True, help="Attack steps T.")
 @click.option("--num-noise-vec", type=int, default=32, show_default=True,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tfsmooth import ABSTAIN, analysis, data, models, results, runs
+from tfsmooth import ABSTAIN, analysis, attacks, data, models, results, runs
 from tfsmooth.cli.analyze import analyze
 from tfsmooth.cli.attack import attack
 from tfsmooth.cli.certify import predict
@@ -197,6 +197,30 @@ def test_attack_with_a_large_epsilon_changes_most_base_predictions(tmp_path):
     assert result.exit_code == 0, result.output
     changed = results.read_results(str(out)).base_predict != _clean_base_predictions(TRAINED, 100)
     assert changed.sum() >= 6, changed
+
+
+@pytest.mark.slow
+def test_attack_base_pgd_is_vanilla_pgd_on_the_base_classifier(tmp_path):
+    # --attack base-pgd runs attacks.pgd (no noise) on each image: basePredict is the base classifier's class at
+    # the point that attacks.pgd reaches, computed here directly, and that point fools it on some images.
+    out = tmp_path / "attack.tsv"
+    result = _invoke(attack, TRAINED, *EVALUATE, "--attack", "base-pgd", "--epsilon", "0.5", "--num-steps", "5",
+                     "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = results.read_results(str(out))
+    examples = list(data.select_examples(data.load_dataset("cifar10_sample", "test"), 100))
+    images = np.stack([image for _, image, _ in examples])
+    labels = np.array([int(label) for _, _, label in examples], np.int64)
+    model = runs.load_base_model(str(TRAINED))
+    x_adv = attacks.pgd(model, images, labels, epsilon=0.5, num_steps=5)
+    np.testing.assert_array_equal(rows.base_predict, np.argmax(model.predict(x_adv, verbose=0), axis=1))
+    assert np.sum(rows.base_predict != _clean_base_predictions(TRAINED, 100)) >= 2  # 3 of 10 here
+    assert json.loads((tmp_path / "attack.tsv.json").read_text())["attack"] == "base-pgd"
+
+
+def test_attack_command_offers_the_library_attacks():
+    [option] = [param for param in attack.params if param.name == "attack"]
+    assert tuple(option.type.choices) == runs.ATTACKS
 
 
 @pytest.mark.slow

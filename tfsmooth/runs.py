@@ -769,7 +769,8 @@ def load_pseudo_labels(path: str, source: str, num_classes: int, count: int, dat
 
 
 # ---------------------------------------------------------------------------------------- attack
-ATTACKS = SMOOTHADV_ATTACKS
+ATTACKS = (*SMOOTHADV_ATTACKS, "base-pgd")
+"""`attack_dataset`'s attacks: the SmoothAdv ones and vanilla PGD on the base classifier."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -783,10 +784,12 @@ class AttackConfig:
         model, dataset, split, data_dir, skip, max, seed, batch: as in `CertifyConfig` (batch: PREDICT's
             noisy copies per forward pass; not part of the run record).
         sigma: noise level of the smoothed classifier (l2, [0, 1] pixel scale), also the attack's.
-        attack: "pgd" (`attacks.smooth_adv_pgd`) or "ddn" (`attacks.smooth_adv_ddn`).
+        attack: "pgd" (`attacks.smooth_adv_pgd`), "ddn" (`attacks.smooth_adv_ddn`) or "base-pgd"
+            (`attacks.pgd`: vanilla l2 PGD on the base classifier without noise, the weaker attack
+            SmoothAdv is compared with in Salman et al. 2019, Sec. 4.3).
         epsilon: l2 radius of the attack ([0, 1] pixel scale), >= 0.
         num_steps: attack steps T (20 in the paper's evaluation).
-        num_noise_vec: noise draws m of estimator (6) (m_test: 1 to 128).
+        num_noise_vec: noise draws m of estimator (6) (m_test: 1 to 128); unused by "base-pgd".
         estimator: "plug_in" (eq. (6)) or "stein" (eq. (7); pgd only).
         n, alpha: draws and failure probability of PREDICT at the attacked point.
         attack_batch: images attacked together (each step's forward pass holds attack_batch * m noisy
@@ -885,6 +888,8 @@ def _attack_function(base, config: AttackConfig, image_shape):
         arguments = dict(epsilon=config.epsilon, num_steps=config.num_steps, seed=step_seeds)
         if config.attack == "pgd":
             x_adv = attacks.smooth_adv_pgd(base, images, labels, draws, estimator=config.estimator, **arguments)
+        elif config.attack == "base-pgd":
+            x_adv = attacks.pgd(base, images, labels, **arguments)
         else:
             x_adv = attacks.smooth_adv_ddn(base, images, labels, draws, **arguments)
         return x_adv, tf.argmax(base(x_adv, training=False), axis=1)
