@@ -20,6 +20,10 @@ from tfsmooth.cli._common import Progress, data_options, library_errors, quiet_t
               help="Noise draws m of the attack's gradient estimate (m_test).")
 @click.option("--estimator", type=click.Choice(["plug_in", "stein"]), default="plug_in", show_default=True,
               help="plug_in: gradient of eq. (6); stein: gradient-free eq. (7) (pgd only).")
+@click.option("--gamma", type=float, default=0.05, show_default=True,
+              help="DDN only: the norm grows or shrinks by this factor per step, in (0, 1).")
+@click.option("--init-norm", type=float, default=None,
+              help="DDN only: initial l2 norm of the perturbation (default: EPSILON).")
 @click.option("--n", type=int, default=1000, show_default=True, help="PREDICT's noisy draws at the attacked point.")
 @click.option("--alpha", type=float, default=0.001, show_default=True, help="PREDICT's failure probability.")
 @click.option("--batch", type=int, default=1000, show_default=True,
@@ -34,8 +38,8 @@ from tfsmooth.cli._common import Progress, data_options, library_errors, quiet_t
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Fixes the attack's and PREDICT's noise of every example (with its index).")
 @data_options
-def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, n, alpha, batch, attack_batch, skip,
-           max_index, out, seed, dataset, split, data_dir):
+def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, gamma, init_norm, n, alpha, batch,
+           attack_batch, skip, max_index, out, seed, dataset, split, data_dir):
     """Empirical robust accuracy of the smoothed classifier of MODEL (a base classifier .keras file).
 
     Per selected image: SmoothAdv attack of radius EPSILON on the smoothed soft classifier
@@ -49,8 +53,9 @@ def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, n
     with library_errors():
         config = runs.AttackConfig(model=model, dataset=dataset, split=split, sigma=sigma, attack=attack,
                                    epsilon=epsilon, num_steps=num_steps, num_noise_vec=num_noise_vec,
-                                   estimator=estimator, n=n, alpha=alpha, batch=batch, attack_batch=attack_batch, skip=skip, max=max_index,
-                                   seed=seed, data_dir=data_dir)
+                                   estimator=estimator, gamma=gamma, init_norm=init_norm, n=n, alpha=alpha,
+                                   batch=batch, attack_batch=attack_batch, skip=skip, max=max_index, seed=seed,
+                                   data_dir=data_dir)
         written = runs.attack_dataset(config, out, on_row=Progress(runs.selected_count(config)))
         summary = analysis.summarize([out], [0.0])
     click.echo(f"\n{written} new rows; {out} holds {summary[out]['count']} rows")

@@ -156,6 +156,11 @@ def test_attack_rows_do_not_depend_on_attack_batch(smoothadv_run, tmp_path):
     (("--sigma", "0"), "sigma"),
     (("--attack", "ddn", "--estimator", "stein"), "estimator"),
     (("--attack", "cw"), "cw"),
+    (("--gamma", "0.1"), "apply to attack 'ddn' only"),
+    (("--init-norm", "0.5"), "apply to attack 'ddn' only"),
+    (("--attack", "ddn", "--gamma", "1.0"), "gamma must be a number in (0, 1)"),
+    (("--attack", "ddn", "--init-norm", "0"), "init_norm must be a finite l2 norm > 0"),
+    (("--attack", "ddn", "--init-norm", "nan"), "init_norm must be a finite l2 norm > 0"),
 ])
 def test_attack_bad_arguments_fail_cleanly_without_output(smoothadv_run, tmp_path, change, message):
     out = tmp_path / "attack.tsv"
@@ -216,6 +221,24 @@ def test_attack_base_pgd_is_vanilla_pgd_on_the_base_classifier(tmp_path):
     np.testing.assert_array_equal(rows.base_predict, np.argmax(model.predict(x_adv, verbose=0), axis=1))
     assert np.sum(rows.base_predict != _clean_base_predictions(TRAINED, 100)) >= 2  # 3 of 10 here
     assert json.loads((tmp_path / "attack.tsv.json").read_text())["attack"] == "base-pgd"
+
+
+def test_attack_passes_gamma_and_init_norm_to_ddn(smoothadv_run, tmp_path, monkeypatch):
+    seen = []
+    ddn = attacks.smooth_adv_ddn
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["gamma"], kwargs["init_norm"]))
+        return ddn(*args, **kwargs)
+
+    monkeypatch.setattr(attacks, "smooth_adv_ddn", spy)
+    out = tmp_path / "attack.tsv"
+    result = _invoke(attack, smoothadv_run / "base_model.keras", *ATTACK, "--attack", "ddn", "--gamma", "0.2",
+                     "--init-norm", "0.3", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {(0.2, 0.3)}
+    record = json.loads((tmp_path / "attack.tsv.json").read_text())
+    assert (record["gamma"], record["init_norm"]) == (0.2, 0.3)
 
 
 def test_attack_command_offers_the_library_attacks():

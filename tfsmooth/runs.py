@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -770,6 +771,7 @@ def load_pseudo_labels(path: str, source: str, num_classes: int, count: int, dat
 
 # ---------------------------------------------------------------------------------------- attack
 ATTACKS = (*SMOOTHADV_ATTACKS, "base-pgd")
+DDN_GAMMA = inspect.signature(attacks.smooth_adv_ddn).parameters["gamma"].default
 """`attack_dataset`'s attacks: the SmoothAdv ones and vanilla PGD on the base classifier."""
 
 
@@ -791,6 +793,8 @@ class AttackConfig:
         num_steps: attack steps T (20 in the paper's evaluation).
         num_noise_vec: noise draws m of estimator (6) (m_test: 1 to 128); unused by "base-pgd".
         estimator: "plug_in" (eq. (6)) or "stein" (eq. (7); pgd only).
+        gamma, init_norm: DDN's norm update factor in (0, 1) and initial norm (> 0; None: epsilon), as
+            in `attacks.smooth_adv_ddn`; ddn only (the reference evaluation code tunes both).
         n, alpha: draws and failure probability of PREDICT at the attacked point.
         attack_batch: images attacked together (each step's forward pass holds attack_batch * m noisy
             copies). Consecutive selected images are grouped in fixed groups, so a resumed run
@@ -815,6 +819,8 @@ class AttackConfig:
     seed: int = 0
     data_dir: Optional[str] = None
     attack_batch: int = 8
+    gamma: float = DDN_GAMMA
+    init_norm: Optional[float] = None
 
     def __post_init__(self):
         _check_evaluation_fields(self)
@@ -828,6 +834,14 @@ class AttackConfig:
         if self.estimator not in attacks.ESTIMATORS or (self.estimator == "stein" and self.attack != "pgd"):
             raise ValueError(f"estimator must be one of {', '.join(attacks.ESTIMATORS)} ('stein' with attack 'pgd' "
                              f"only); got {self.estimator!r} with attack {self.attack!r}")
+        if self.attack != "ddn" and (self.gamma != DDN_GAMMA or self.init_norm is not None):
+            raise ValueError(f"gamma and init_norm apply to attack 'ddn' only, got gamma={self.gamma!r}, "
+                             f"init_norm={self.init_norm!r} with attack {self.attack!r}")
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0 < self.gamma < 1:
+            raise ValueError(f"gamma must be a number in (0, 1), got {self.gamma!r}")
+        if self.init_norm is not None and (isinstance(self.init_norm, bool) or not isinstance(
+                self.init_norm, (int, float)) or not (np.isfinite(self.init_norm) and self.init_norm > 0)):
+            raise ValueError(f"init_norm must be a finite l2 norm > 0 (pixels in [0, 1]) or None, got {self.init_norm!r}")
 
     def run_record(self) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
@@ -891,7 +905,8 @@ def _attack_function(base, config: AttackConfig, image_shape):
         elif config.attack == "base-pgd":
             x_adv = attacks.pgd(base, images, labels, **arguments)
         else:
-            x_adv = attacks.smooth_adv_ddn(base, images, labels, draws, **arguments)
+            x_adv = attacks.smooth_adv_ddn(base, images, labels, draws, gamma=config.gamma, init_norm=config.init_norm,
+                                           **arguments)
         return x_adv, tf.argmax(base(x_adv, training=False), axis=1)
 
     return attack_batch
