@@ -48,11 +48,26 @@ def _linked_copy(directory, copy):
     return copy
 
 
+def _sample_test_images(skip):
+    """(images float32 [N, 32, 32, 3], labels int64 [N]) of every `skip`-th cifar10_sample test image."""
+    examples = list(data.select_examples(data.load_dataset("cifar10_sample", "test"), skip))
+    return np.stack([image for _, image, _ in examples]), np.array([int(label) for _, _, label in examples])
+
+
+def _base_predictions(model, images):
+    return np.argmax(model.predict(images, verbose=0), axis=1)
+
+
 def _clean_base_predictions(model_path, skip):
     """The base classifier's class on every `skip`-th clean sample test image, computed directly."""
-    examples = data.select_examples(data.load_dataset("cifar10_sample", "test"), skip)
-    images = np.stack([image for _, image, _ in examples])
-    return np.argmax(runs.load_base_model(str(model_path)).predict(images, verbose=0), axis=1)
+    return _base_predictions(runs.load_base_model(str(model_path)), _sample_test_images(skip)[0])
+
+
+def _attack_trained(out, *options):
+    """`tfsmooth attack` of the shipped Gaussian model on the EVALUATE images with `options`; its rows."""
+    result = _invoke(attack, TRAINED, *EVALUATE, *options, "--out", out)
+    assert result.exit_code == 0, result.output
+    return results.read_results(str(out))
 
 
 @pytest.fixture(scope="module")
@@ -178,12 +193,10 @@ def test_attack_bad_arguments_fail_cleanly_without_output(smoothadv_run, tmp_pat
 def test_attack_with_epsilon_0_answers_as_predict_on_the_clean_images(tmp_path):
     # Both commands run PREDICT on the draws of stream noise.STREAM_PREDICT under (seed, idx), and at epsilon 0
     # the attacked point is the clean image: the rows agree exactly, abstentions included.
-    attacked, predicted = tmp_path / "attack.tsv", tmp_path / "predict.tsv"
-    result = _invoke(attack, TRAINED, *EVALUATE, "--epsilon", "0", "--num-steps", "1", "--num-noise-vec", "2",
-                     "--out", attacked)
-    assert result.exit_code == 0, result.output
+    predicted = tmp_path / "predict.tsv"
+    rows = _attack_trained(tmp_path / "attack.tsv", "--epsilon", "0", "--num-steps", "1", "--num-noise-vec", "2")
     assert _invoke(predict, TRAINED, *EVALUATE, "--out", predicted).exit_code == 0
-    rows, expected = results.read_results(str(attacked)), results.read_results(str(predicted))
+    expected = results.read_results(str(predicted))
     assert rows.idx.tolist() == expected.idx.tolist() == list(range(0, 1000, 100))
     for column in ("label", "predict", "correct"):
         np.testing.assert_array_equal(getattr(rows, column), getattr(expected, column))
@@ -196,11 +209,8 @@ def test_attack_with_epsilon_0_answers_as_predict_on_the_clean_images(tmp_path):
 def test_attack_with_a_large_epsilon_changes_most_base_predictions(tmp_path):
     # An l2 radius of 8 on [0, 1] pixels (a CIFAR image has norm ~ 30) lets the attack reach another class on
     # most images (8 of these 10, deterministic for this seed); returning the clean images would change none.
-    out = tmp_path / "attack.tsv"
-    result = _invoke(attack, TRAINED, *EVALUATE, "--epsilon", "8", "--num-steps", "2", "--num-noise-vec", "2",
-                     "--out", out)
-    assert result.exit_code == 0, result.output
-    changed = results.read_results(str(out)).base_predict != _clean_base_predictions(TRAINED, 100)
+    rows = _attack_trained(tmp_path / "attack.tsv", "--epsilon", "8", "--num-steps", "2", "--num-noise-vec", "2")
+    changed = rows.base_predict != _clean_base_predictions(TRAINED, 100)
     assert changed.sum() >= 6, changed
 
 
@@ -208,18 +218,12 @@ def test_attack_with_a_large_epsilon_changes_most_base_predictions(tmp_path):
 def test_attack_base_pgd_is_vanilla_pgd_on_the_base_classifier(tmp_path):
     # --attack base-pgd runs attacks.pgd (no noise) on each image: basePredict is the base classifier's class at
     # the point that attacks.pgd reaches, computed here directly, and that point fools it on some images.
-    out = tmp_path / "attack.tsv"
-    result = _invoke(attack, TRAINED, *EVALUATE, "--attack", "base-pgd", "--epsilon", "0.5", "--num-steps", "5",
-                     "--out", out)
-    assert result.exit_code == 0, result.output
-    rows = results.read_results(str(out))
-    examples = list(data.select_examples(data.load_dataset("cifar10_sample", "test"), 100))
-    images = np.stack([image for _, image, _ in examples])
-    labels = np.array([int(label) for _, _, label in examples], np.int64)
+    rows = _attack_trained(tmp_path / "attack.tsv", "--attack", "base-pgd", "--epsilon", "0.5", "--num-steps", "5")
+    images, labels = _sample_test_images(100)
     model = runs.load_base_model(str(TRAINED))
     x_adv = attacks.pgd(model, images, labels, epsilon=0.5, num_steps=5)
-    np.testing.assert_array_equal(rows.base_predict, np.argmax(model.predict(x_adv, verbose=0), axis=1))
-    assert np.sum(rows.base_predict != _clean_base_predictions(TRAINED, 100)) >= 2  # 3 of 10 here
+    np.testing.assert_array_equal(rows.base_predict, _base_predictions(model, x_adv))
+    assert np.sum(rows.base_predict != _base_predictions(model, images)) >= 2  # 3 of 10 here
     assert json.loads((tmp_path / "attack.tsv.json").read_text())["attack"] == "base-pgd"
 
 
@@ -242,8 +246,9 @@ def test_attack_passes_gamma_and_init_norm_to_ddn(smoothadv_run, tmp_path, monke
 
 
 def test_attack_command_offers_the_library_attacks():
-    [option] = [param for param in attack.params if param.name == "attack"]
-    assert tuple(option.type.choices) == runs.ATTACKS
+    options = {param.name: param for param in attack.params}
+    assert tuple(options["attack"].type.choices) == runs.ATTACKS
+    assert options["gamma"].default == attacks.DDN_GAMMA
 
 
 @pytest.mark.slow

@@ -127,11 +127,13 @@ def test_certify_decision_rejects_bad_counts_naming_the_argument(selection, esti
         stats.certify_decision(np.array(selection), np.array(estimation), 0.25, 0.001)
 
 
-def test_certify_decision_rejects_bad_sigma_and_alpha():
+def test_decisions_reject_bad_sigma_and_alpha():
     with pytest.raises(ValueError, match="sigma"):
         stats.certify_decision(np.array([0, 10]), np.array([0, 100]), 0.0, 0.001)
     with pytest.raises(ValueError, match="alpha"):
         stats.certify_decision(np.array([0, 10]), np.array([0, 100]), 0.25, 1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        stats.predict_decision(np.array([5, 95]), 0.0)
 
 
 @pytest.mark.parametrize("counts, message", [
@@ -144,8 +146,6 @@ def test_certify_decision_rejects_bad_sigma_and_alpha():
 def test_predict_decision_rejects_bad_counts(counts, message):
     with pytest.raises(ValueError, match=message):
         stats.predict_decision(np.array(counts), 0.001)
-    with pytest.raises(ValueError, match="alpha"):
-        stats.predict_decision(np.array([5, 95]), 0.0)
 
 
 def test_check_count_rejects_bool_float_and_small_values():

@@ -41,6 +41,8 @@ ESTIMATORS = ("plug_in", "stein")
 """Gradient estimators of `smooth_adv_pgd`: eq. (6) by automatic differentiation, or eq. (7)."""
 
 _DDN_MIN_STEP = 0.01  # cosine-annealed DDN step size goes from 1 to this (Rony et al. 2019, Sec. 3)
+DDN_GAMMA = 0.05
+"""Default norm update factor of `smooth_adv_ddn` (Rony et al.; the reference training code's value)."""
 
 
 # ------------------------------------------------------------------------------------- objective
@@ -233,7 +235,7 @@ def pgd(model, x, y, *, epsilon, num_steps: int, step_size=None, random_start: b
                           step_size=step_size, random_start=random_start, seed=seed)
 
 
-def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float = 0.05, init_norm=None,
+def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float = DDN_GAMMA, init_norm=None,
                    seed=None):
     """SmoothAdv-DDN: decoupled direction and norm (Rony et al., CVPR 2019) on objective (S).
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -101,11 +100,11 @@ class TrainConfig:
         if self.arch not in models.ARCHITECTURES:
             raise ValueError(f"arch must be one of {', '.join(models.ARCHITECTURES)}; got {self.arch!r}")
         for name in ("lr", "lr_gamma"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+            if not _is_real(getattr(self, name), 0, inclusive=False):
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
         if not (0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+        if not _is_real(self.weight_decay, 0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         _check_method_fields(self)
         _check_extra_data_fields(self)
@@ -557,14 +556,24 @@ def _check_method_fields(config: TrainConfig):
             object.__setattr__(config, name, default)
     if config.attack not in SMOOTHADV_ATTACKS:
         raise ValueError(f"attack must be one of {', '.join(SMOOTHADV_ATTACKS)}; got {config.attack!r}")
-    if isinstance(config.epsilon, bool) or not isinstance(config.epsilon, (int, float)) \
-            or not (np.isfinite(config.epsilon) and config.epsilon >= 0):
-        raise ValueError(f"epsilon must be a finite number >= 0 (l2, pixels in [0, 1]), got {config.epsilon!r}")
+    _check_epsilon(config.epsilon)
     stats.check_count(config.num_steps, "num_steps")
     stats.check_count(config.num_noise_vec, "num_noise_vec")
     stats.check_count(config.warmup_epochs, "warmup_epochs")
     if not isinstance(config.multi_noise, bool):
         raise ValueError(f"multi_noise must be True or False, got {config.multi_noise!r}")
+
+
+def _is_real(value, minimum: float, *, inclusive: bool = True, maximum: float = math.inf) -> bool:
+    """Whether value is a finite int or float (not a bool), >= minimum (> if not inclusive) and < maximum."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (value >= minimum if inclusive else value > minimum) and value < maximum
+
+
+def _check_epsilon(epsilon):
+    if not _is_real(epsilon, 0):
+        raise ValueError(f"epsilon must be a finite number >= 0 (l2, pixels in [0, 1]), got {epsilon!r}")
 
 
 def _check_extra_data_fields(config: TrainConfig):
@@ -582,7 +591,7 @@ def _check_extra_data_fields(config: TrainConfig):
     object.__setattr__(config, "unlabeled", ":".join(parse_source(config.unlabeled)))
     object.__setattr__(config, "pseudo_labels", os.path.abspath(config.pseudo_labels))
     weight = 1.0 if config.self_training_weight is None else config.self_training_weight
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (np.isfinite(weight) and weight > 0):
+    if not _is_real(weight, 0, inclusive=False):
         raise ValueError(f"self_training_weight must be a finite number > 0, got {weight!r}")
     object.__setattr__(config, "self_training_weight", float(weight))
 
@@ -771,7 +780,6 @@ def load_pseudo_labels(path: str, source: str, num_classes: int, count: int, dat
 
 # ---------------------------------------------------------------------------------------- attack
 ATTACKS = (*SMOOTHADV_ATTACKS, "base-pgd")
-DDN_GAMMA = inspect.signature(attacks.smooth_adv_ddn).parameters["gamma"].default
 """`attack_dataset`'s attacks: the SmoothAdv ones and vanilla PGD on the base classifier."""
 
 
@@ -819,7 +827,7 @@ class AttackConfig:
     seed: int = 0
     data_dir: Optional[str] = None
     attack_batch: int = 8
-    gamma: float = DDN_GAMMA
+    gamma: float = attacks.DDN_GAMMA
     init_norm: Optional[float] = None
 
     def __post_init__(self):
@@ -828,19 +836,16 @@ class AttackConfig:
             stats.check_count(getattr(self, name), name)
         if self.attack not in ATTACKS:
             raise ValueError(f"attack must be one of {', '.join(ATTACKS)}; got {self.attack!r}")
-        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) \
-                or not (np.isfinite(self.epsilon) and self.epsilon >= 0):
-            raise ValueError(f"epsilon must be a finite number >= 0 (l2, pixels in [0, 1]), got {self.epsilon!r}")
+        _check_epsilon(self.epsilon)
         if self.estimator not in attacks.ESTIMATORS or (self.estimator == "stein" and self.attack != "pgd"):
             raise ValueError(f"estimator must be one of {', '.join(attacks.ESTIMATORS)} ('stein' with attack 'pgd' "
                              f"only); got {self.estimator!r} with attack {self.attack!r}")
-        if self.attack != "ddn" and (self.gamma != DDN_GAMMA or self.init_norm is not None):
+        if self.attack != "ddn" and (self.gamma != attacks.DDN_GAMMA or self.init_norm is not None):
             raise ValueError(f"gamma and init_norm apply to attack 'ddn' only, got gamma={self.gamma!r}, "
                              f"init_norm={self.init_norm!r} with attack {self.attack!r}")
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0 < self.gamma < 1:
+        if not _is_real(self.gamma, 0, inclusive=False, maximum=1):
             raise ValueError(f"gamma must be a number in (0, 1), got {self.gamma!r}")
-        if self.init_norm is not None and (isinstance(self.init_norm, bool) or not isinstance(
-                self.init_norm, (int, float)) or not (np.isfinite(self.init_norm) and self.init_norm > 0)):
+        if self.init_norm is not None and not _is_real(self.init_norm, 0, inclusive=False):
             raise ValueError(f"init_norm must be a finite l2 norm > 0 (pixels in [0, 1]) or None, got {self.init_norm!r}")
 
     def run_record(self) -> dict:
