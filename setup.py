@@ -9,14 +9,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["tfsmooth", "tfsmooth.models", "tfsmooth.resources", "tfsmooth.cli"],
+    packages=["tfsmooth", "tfsmooth.jobs", "tfsmooth.models", "tfsmooth.resources", "tfsmooth.cli"],
     package_dir={"tfsmooth.cli": "cli"},
     package_data={"tfsmooth.resources": ["*.npz"]},
     install_requires=[
         "tensorflow>=2.16,<3",
         "keras>=3.0",
-        "tf-keras>=2.16",  # tensorflow-probability imports it under Keras 3
-        "tensorflow-probability>=0.24",
         "tensorflow-datasets>=4.9",
         "numpy>=1.24",
         "scipy>=1.11",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from tfsmooth.cli._common import Progress, data_options, library_errors, quiet_tensorflow
+from tfsmooth.cli._common import (ALPHA, COMPUTE_DTYPE, COUNT, MAX_INDEX, NON_NEGATIVE, POSITIVE, Progress,
+                                  data_options, library_errors, quiet_tensorflow, resumable, rows_done)
 
 SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -12,18 +13,18 @@ SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 def _common_options(function):
     for option in reversed([
         click.argument("model", type=click.Path(dir_okay=False)),
-        click.option("--sigma", type=float, required=True, help="Noise level (l2, pixels in [0, 1])."),
-        click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability."),
-        click.option("--batch", type=int, default=1000, show_default=True,
+        click.option("--sigma", type=POSITIVE, required=True, help="Noise level (l2, pixels in [0, 1])."),
+        click.option("--alpha", type=ALPHA, default=0.001, show_default=True, help="Failure probability."),
+        click.option("--batch", type=COUNT, default=1000, show_default=True,
                      help="Noisy copies per forward pass, rounded down to a multiple of the noise block "
                           "(100 draws), at least one block. Rows do not depend on it: a rerun may change it."),
-        click.option("--skip", type=int, default=1, show_default=True, help="Use every SKIP-th example."),
-        click.option("--max", "max_index", type=int, default=-1, show_default=True,
+        click.option("--skip", type=COUNT, default=1, show_default=True, help="Use every SKIP-th example."),
+        click.option("--max", "max_index", type=MAX_INDEX, default=-1, show_default=True,
                      help="Stop before this example index, >= 1 (-1: whole split)."),
         click.option("--out", type=click.Path(dir_okay=False), required=True,
                      help="Output TSV; rerunning on it resumes."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--compute-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32",
+        click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True),
+        click.option("--compute-dtype", type=COMPUTE_DTYPE, default="float32",
                      show_default=True,
                      help="Arithmetic of the noisy forward passes; bfloat16 is ~2x faster on CPUs with "
                           "AVX512_BF16/AMX and certifies the bfloat16 base classifier."),
@@ -34,14 +35,16 @@ def _common_options(function):
 
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir):
     quiet_tensorflow()
-    from tfsmooth import analysis, results, runs
+    from tfsmooth import analysis, jobs
 
     with library_errors():
-        config = runs.CertifyConfig(model=model, dataset=dataset, split=split, sigma=sigma, n0=n0, n=n,
+        config = jobs.CertifyConfig(model=model, dataset=dataset, split=split, sigma=sigma, n0=n0, n=n,
                                     alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
                                     data_dir=data_dir, compute_dtype=compute_dtype)
-        job = runs.certify_dataset if kind == "certify" else runs.predict_dataset
-        written = job(config, out, on_row=Progress(runs.selected_count(config)))
+        job = jobs.certify_dataset if kind == "certify" else jobs.predict_dataset
+        progress = Progress(jobs.selected_count(config), done=rows_done(out))
+        with resumable(out, progress):
+            written = job(config, out, on_row=progress)
         summary = analysis.summarize([out], SUMMARY_RADII)
     click.echo(f"\n{written} new rows; {out} holds {summary[out]['count']} rows")
     click.echo(analysis.format_table(summary, SUMMARY_RADII, "table"))
@@ -49,8 +52,8 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, co
 
 @click.command()
 @_common_options
-@click.option("--n0", type=int, default=100, show_default=True, help="Selection draws.")
-@click.option("--n", type=int, default=100_000, show_default=True, help="Estimation draws.")
+@click.option("--n0", type=COUNT, default=100, show_default=True, help="Selection draws.")
+@click.option("--n", type=COUNT, default=100_000, show_default=True, help="Estimation draws.")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
@@ -63,7 +66,7 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, compu
 
 @click.command()
 @_common_options
-@click.option("--n", type=int, default=1000, show_default=True, help="Noisy draws.")
+@click.option("--n", type=COUNT, default=1000, show_default=True, help="Noisy draws.")
 def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir):
     """Predict with the smoothed classifier of MODEL on a data set (PREDICT, Cohen et al. 2019).
 

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from tfsmooth.cli._common import library_errors, quiet_tensorflow
+from tfsmooth.cli._common import ALPHA, COMPUTE_DTYPE, COUNT, POSITIVE, library_errors, quiet_tensorflow
 
 
 def _split_names(ctx, param, value):
@@ -17,24 +17,24 @@ def _split_names(ctx, param, value):
 
 @click.command("export")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--sigma", type=float, required=True,
+@click.option("--sigma", type=POSITIVE, required=True,
               help="Noise level the base classifier was trained for (l2, pixels in [0, 1]).")
-@click.option("--n0", type=int, default=100, show_default=True, help="CERTIFY's selection draws.")
-@click.option("--n", type=int, default=10_000, show_default=True,
+@click.option("--n0", type=COUNT, default=100, show_default=True, help="CERTIFY's selection draws.")
+@click.option("--n", type=COUNT, default=10_000, show_default=True,
               help="CERTIFY's estimation draws and PREDICT's draws (latency grows linearly with N).")
-@click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability.")
-@click.option("--batch", type=int, default=1000, show_default=True,
+@click.option("--alpha", type=ALPHA, default=0.001, show_default=True, help="Failure probability.")
+@click.option("--batch", type=COUNT, default=1000, show_default=True,
               help="Noisy copies per forward pass, rounded down to a multiple of the noise block "
                    "(NOISE_BLOCK draws), at least one block.")
-@click.option("--noise-block", type=int, default=100, show_default=True,
+@click.option("--noise-block", type=COUNT, default=100, show_default=True,
               help="Draws per noise block; keep 100 to match `tfsmooth certify/predict` for the same seed.")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Model base path for TF Serving; the export goes to OUT/VERSION.")
-@click.option("--version", "version", type=int, default=1, show_default=True, help="Version directory (>= 1).")
+@click.option("--version", "version", type=COUNT, default=1, show_default=True, help="Version directory (>= 1).")
 @click.option("--class-names", callback=_split_names, default=None,
               help="Comma-separated class names in label order (default: 0..K-1).")
 @click.option("--dataset", default=None, help="Take the class names from this data set (cifar10, cifar10_sample).")
-@click.option("--compute-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+@click.option("--compute-dtype", type=COMPUTE_DTYPE, default="float32", show_default=True,
               help="Arithmetic of the noisy forward passes (as `tfsmooth certify --compute-dtype`).")
 def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_names, dataset, compute_dtype):
     """Export the smoothed classifier of MODEL (a base classifier .keras file) for TF Serving.

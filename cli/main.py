@@ -14,11 +14,14 @@ from tfsmooth.cli.train import train
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tfsmooth")
-def cli():
+@click.option("--verbose", is_flag=True, default=False,
+              help="Show TensorFlow's own start-up and C++ logs (hidden by default unless TF_CPP_MIN_LOG_LEVEL is set).")
+def cli(verbose):
     """Certified robustness by randomized smoothing (Cohen et al. 2019) with TensorFlow/Keras.
 
     Pixels are in [0, 1]; sigma, epsilon and radii are l2 norms on that scale.
     """
+    del verbose  # read by the commands (cli._common.quiet_tensorflow)
 
 
 cli.add_command(train)

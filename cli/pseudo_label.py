@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tfsmooth.cli._common import library_errors, quiet_tensorflow
+from tfsmooth.cli._common import COUNT, library_errors, quiet_tensorflow
 
 
 @click.command("pseudo-label")
@@ -14,7 +14,7 @@ from tfsmooth.cli._common import library_errors, quiet_tensorflow
               help="Which split to label (`train --unlabeled` accepts train splits only).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Local CIFAR-10 binary directory (default: $TFSMOOTH_DATA_DIR, else tfds).")
-@click.option("--batch", type=int, default=1000, show_default=True, help="Images per forward pass.")
+@click.option("--batch", type=COUNT, default=1000, show_default=True, help="Images per forward pass.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output .npz file.")
 def pseudo_label(teacher, dataset, split, data_dir, batch, out):
     """Label every image of a split with TEACHER's top-1 class (a base classifier .keras file).
@@ -24,9 +24,9 @@ def pseudo_label(teacher, dataset, split, data_dir, batch, out):
     (label int64 [N] in data set order, dataset, split, data_source, teacher), readable without pickle.
     """
     quiet_tensorflow()
-    from tfsmooth import runs
+    from tfsmooth import jobs
 
     with library_errors():
-        config = runs.PseudoLabelConfig(teacher=teacher, dataset=dataset, split=split, batch=batch, data_dir=data_dir)
-        count = runs.pseudo_label(config, out)
+        config = jobs.PseudoLabelConfig(teacher=teacher, dataset=dataset, split=split, batch=batch, data_dir=data_dir)
+        count = jobs.pseudo_label(config, out)
     click.echo(f"{count} pseudo-labels of {dataset}:{split} written to {out}")

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import click
 
-from tfsmooth.cli._common import library_errors, quiet_tensorflow
+from tfsmooth.cli._common import (ARCHITECTURE, COUNT, NON_NEGATIVE, NON_NEGATIVE_REAL, POSITIVE, SMOOTHADV_ATTACK,
+                                  TRAINING_METHOD, library_errors, quiet_tensorflow)
 
 
 def _smoothadv_options(function):
-    """--method and the SmoothAdv, fine-tuning and self-training options (runs.TrainConfig fields)."""
+    """--method and the SmoothAdv, fine-tuning and self-training options (jobs.TrainConfig fields)."""
     options = [
-        click.option("--method", type=click.Choice(["gaussian", "smoothadv"]), default="gaussian", show_default=True,
+        click.option("--method", type=TRAINING_METHOD, default="gaussian", show_default=True,
                      help="gaussian: Gaussian data augmentation (Cohen et al.); smoothadv: SmoothAdv adversarial "
                           "training (Salman et al. 2019)."),
-        click.option("--attack", type=click.Choice(["pgd", "ddn"]), default=None,
+        click.option("--attack", type=SMOOTHADV_ATTACK, default=None,
                      help="[smoothadv] SmoothAdv attack (default pgd)."),
-        click.option("--epsilon", type=float, default=None,
+        click.option("--epsilon", type=NON_NEGATIVE_REAL, default=None,
                      help="[smoothadv] l2 attack radius, pixels in [0, 1] (default 0.25)."),
-        click.option("--num-steps", type=int, default=None, help="[smoothadv] attack steps T (default 10)."),
-        click.option("--num-noise-vec", type=int, default=None,
+        click.option("--num-steps", type=COUNT, default=None, help="[smoothadv] attack steps T (default 10)."),
+        click.option("--num-noise-vec", type=COUNT, default=None,
                      help="[smoothadv] noise draws m per image, for the attack and the loss (default 2)."),
-        click.option("--warmup", "warmup_epochs", type=int, default=None,
+        click.option("--warmup", "warmup_epochs", type=COUNT, default=None,
                      help="[smoothadv] epochs of the linear epsilon warm-up; 1 = none (default 10)."),
         click.option("--multi-noise/--no-multi-noise", default=None,
                      help="[smoothadv] train on all m noisy copies of each attacked image, or on one "
@@ -32,9 +33,9 @@ def _smoothadv_options(function):
                      help="Self-training: also train on these images with the labels of --pseudo-labels."),
         click.option("--pseudo-labels", type=click.Path(dir_okay=False), default=None,
                      help="Self-training: .npz written by `tfsmooth pseudo-label` for --unlabeled."),
-        click.option("--self-training-weight", type=float, default=None,
+        click.option("--self-training-weight", type=POSITIVE, default=None,
                      help="Self-training: weight of the pseudo-labeled examples' loss (default 1.0)."),
-        click.option("--train-examples", type=int, default=0, show_default=True,
+        click.option("--train-examples", type=NON_NEGATIVE, default=0, show_default=True,
                      help="Use only the first this many labeled training images (0: all)."),
     ]
     for option in reversed(options):
@@ -44,23 +45,23 @@ def _smoothadv_options(function):
 
 @click.command()
 @click.option("--dataset", default="cifar10", show_default=True, help="cifar10 or cifar10_sample (embedded).")
-@click.option("--arch", default="cifar_resnet20", show_default=True,
+@click.option("--arch", type=ARCHITECTURE, default="cifar_resnet20", show_default=True,
               help="cifar_resnet20, cifar_resnet56, cifar_resnet110 or small_cnn.")
-@click.option("--sigma", type=float, default=0.25, show_default=True,
+@click.option("--sigma", type=POSITIVE, default=0.25, show_default=True,
               help="Gaussian augmentation noise level (l2, pixels in [0, 1]).")
-@click.option("--epochs", type=int, default=90, show_default=True)
-@click.option("--batch", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Initial SGD learning rate.")
-@click.option("--lr-step", type=int, default=30, show_default=True, help="Multiply the rate by 0.1 every this many epochs.")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True, help="Coupled L2 weight decay.")
-@click.option("--val-examples", type=int, default=1000, show_default=True,
+@click.option("--epochs", type=COUNT, default=90, show_default=True)
+@click.option("--batch", type=COUNT, default=256, show_default=True)
+@click.option("--lr", type=POSITIVE, default=0.1, show_default=True, help="Initial SGD learning rate.")
+@click.option("--lr-step", type=COUNT, default=30, show_default=True, help="Multiply the rate by 0.1 every this many epochs.")
+@click.option("--momentum", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.9, show_default=True)
+@click.option("--weight-decay", type=NON_NEGATIVE_REAL, default=1e-4, show_default=True, help="Coupled L2 weight decay.")
+@click.option("--val-examples", type=NON_NEGATIVE, default=1000, show_default=True,
               help="Test examples evaluated under noise after each epoch (0: none).")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True,
               help="Run directory; rerunning on it resumes from the last finished epoch.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Local CIFAR-10 binary directory (default: $TFSMOOTH_DATA_DIR, else tfds).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
 @_smoothadv_options
 def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_decay, val_examples, outdir,
           data_dir, seed, **smoothadv):
@@ -74,11 +75,11 @@ def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_dec
     epoch) and a checkpoint after every epoch.
     """
     quiet_tensorflow()
-    from tfsmooth import runs
+    from tfsmooth import jobs
 
     with library_errors():
-        config = runs.TrainConfig(dataset=dataset, arch=arch, sigma=sigma, epochs=epochs, batch=batch, lr=lr,
+        config = jobs.TrainConfig(dataset=dataset, arch=arch, sigma=sigma, epochs=epochs, batch=batch, lr=lr,
                                   lr_step=lr_step, momentum=momentum, weight_decay=weight_decay, seed=seed,
                                   data_dir=data_dir, val_examples=val_examples, **smoothadv)
-        runs.train(config, outdir, verbose=1 if click.get_text_stream("stdout").isatty() else 2)
-    click.echo(f"base classifier: {outdir}/{runs.BASE_MODEL_FILE}")
+        jobs.train.train(config, outdir, verbose=1 if click.get_text_stream("stdout").isatty() else 2)
+    click.echo(f"base classifier: {outdir}/{jobs.BASE_MODEL_FILE}")

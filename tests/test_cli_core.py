@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import norm
 
-from tfsmooth import data, models, results, runs
+from tfsmooth import data, files, jobs, models, results
 from tfsmooth.cli.main import cli
 from tfsmooth.smoothing import SmoothedClassifier
 
@@ -104,10 +104,10 @@ def test_certify_interrupted_and_rerun_gives_the_same_rows(threshold_model_file,
         if len(seen) == 3:
             raise Crash()
 
-    config = runs.CertifyConfig(model=threshold_model_file, dataset="cifar10_sample", sigma=0.25, n0=20, n=200,
+    config = jobs.CertifyConfig(model=threshold_model_file, dataset="cifar10_sample", sigma=0.25, n0=20, n=200,
                                 batch=200, skip=100, seed=4)
     with pytest.raises(Crash):
-        runs.certify_dataset(config, str(broken), on_row=crash_after_three)
+        jobs.certify_dataset(config, str(broken), on_row=crash_after_three)
     with open(broken, "a") as f:
         f.write("300\t3\t")  # a crash in the middle of writing a row
     assert len(broken.read_text().splitlines()) == 5  # header, 3 rows, partial line
@@ -155,7 +155,7 @@ def test_certify_refuses_to_resume_with_a_changed_model_file(tmp_path):
 def test_certify_refuses_a_model_file_replaced_while_it_is_loaded(model_file, tmp_path, monkeypatch):
     model, out = tmp_path / "base_model.keras", tmp_path / "cert.tsv"
     shutil.copy(model_file, model)
-    load = runs.load_base_model
+    load = jobs.load_base_model
 
     def load_then_replace(path):
         loaded = load(path)
@@ -163,17 +163,17 @@ def test_certify_refuses_a_model_file_replaced_while_it_is_loaded(model_file, tm
         models.small_cnn(10).save(model)  # train's next epoch lands between the load and the record
         return loaded
 
-    monkeypatch.setattr(runs, "load_base_model", load_then_replace)
-    config = runs.CertifyConfig(model=str(model), dataset="cifar10_sample", n0=20, n=200, batch=200, max=1)
+    monkeypatch.setattr(jobs.records, "load_base_model", load_then_replace)
+    config = jobs.CertifyConfig(model=str(model), dataset="cifar10_sample", n0=20, n=200, batch=200, max=1)
     with pytest.raises(ValueError, match="replaced while it was being loaded"):
-        runs.certify_dataset(config, str(out))
+        jobs.certify_dataset(config, str(out))
     assert not out.exists()
 
 
 def test_run_records_leave_out_the_batch_size(model_file):
     def records(batch):
-        certify = runs.CertifyConfig(model=model_file, dataset="cifar10_sample", batch=batch)
-        attack = runs.AttackConfig(model=model_file, dataset="cifar10_sample", batch=batch)
+        certify = jobs.CertifyConfig(model=model_file, dataset="cifar10_sample", batch=batch)
+        attack = jobs.AttackConfig(model=model_file, dataset="cifar10_sample", batch=batch)
         return certify.run_record("certify"), certify.run_record("predict"), attack.run_record()
 
     assert records(100) == records(1000)
@@ -188,7 +188,7 @@ def test_certify_skip_beyond_the_split_selects_index_0(threshold_model_file, tmp
 
 
 def test_batch_help_states_the_rounding_to_noise_blocks():
-    block = inspect.signature(SmoothedClassifier).parameters["noise_block"].default  # what runs.py uses
+    block = inspect.signature(SmoothedClassifier).parameters["noise_block"].default  # what jobs.py uses
     wording = f"rounded down to a multiple of the noise block ({block} draws), at least one block"
     for name in ("certify", "predict", "attack"):
         [batch] = [param for param in cli.commands[name].params if param.name == "batch"]
@@ -267,7 +267,7 @@ def _snapshot(directory):
 
 
 def _train_state(outdir):
-    return json.loads((outdir / runs.STATE_FILE).read_text())
+    return json.loads((outdir / jobs.STATE_FILE).read_text())
 
 
 def test_train_writes_model_config_log_and_resumes(trained_run, tmp_path):
@@ -298,18 +298,18 @@ def test_train_counts_epochs_from_the_checkpoint_after_a_crash_before_the_state(
     class Crash(Exception):
         pass
 
-    atomic = runs._atomic
+    atomic = files.atomic_write
 
-    def crash_before_base_model(save, path):  # the checkpoint of epoch 2 is written, the other files are not
-        if os.path.basename(path) == runs.BASE_MODEL_FILE:
+    def crash_before_base_model(path, save):  # the checkpoint of epoch 2 is written, the other files are not
+        if os.path.basename(path) == jobs.BASE_MODEL_FILE:
             raise Crash()
-        atomic(save, path)
+        atomic(path, save)
 
-    monkeypatch.setattr(runs, "_atomic", crash_before_base_model)
-    config = runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", sigma=0.25, batch=500, val_examples=100,
+    monkeypatch.setattr(files, "atomic_write", crash_before_base_model)
+    config = jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", sigma=0.25, batch=500, val_examples=100,
                               epochs=2)
     with pytest.raises(Crash):
-        runs.train(config, str(outdir), verbose=0)
+        jobs.train.train(config, str(outdir), verbose=0)
     monkeypatch.undo()
     assert _train_state(outdir)["epochs_done"] == 1  # one epoch behind the checkpoint
     trained = keras.models.load_model(outdir / "checkpoint.keras").base_model.get_weights()
@@ -333,10 +333,10 @@ def test_train_replaces_config_json_atomically(trained_run, tmp_path, monkeypatc
         raise OSError("simulated crash before the rename")
 
     monkeypatch.setattr(os, "replace", crash)
-    config = runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", sigma=0.25, batch=500, val_examples=100,
+    config = jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", sigma=0.25, batch=500, val_examples=100,
                               epochs=2)
     with pytest.raises(OSError, match="simulated crash"):
-        runs.train(config, str(outdir), verbose=0)
+        jobs.train.train(config, str(outdir), verbose=0)
     assert _snapshot(outdir) == before  # the old config.json, whole, and no temporary file
 
 
@@ -363,17 +363,17 @@ def test_train_refuses_a_damaged_config_json(tmp_path, content, message):
 ])
 def test_train_refuses_a_damaged_or_foreign_train_state(trained_run, tmp_path, state, message):
     outdir = _copy_run(trained_run, tmp_path)
-    (outdir / runs.STATE_FILE).write_text(json.dumps(state))
+    (outdir / jobs.STATE_FILE).write_text(json.dumps(state))
     before = _snapshot(outdir)
     output = _assert_fails_cleanly([*TRAIN, "--epochs", "2", "--outdir", outdir], message)
-    assert runs.STATE_FILE in output
+    assert jobs.STATE_FILE in output
     assert _snapshot(outdir) == before
 
 
 @pytest.mark.parametrize("change, message", [
     (("--sigma", "0"), "sigma"),
     (("--epochs", "0"), "epochs"),
-    (("--arch", "vgg"), "arch must be one of"),
+    (("--arch", "vgg"), "'--arch': 'vgg' is not one of 'cifar_resnet20'"),
     (("--lr", "-1"), "lr"),
     (("--lr", "inf"), "lr must be a finite number"),
     (("--weight-decay", "inf"), "weight_decay must be a finite number"),
@@ -391,7 +391,7 @@ def test_train_bad_arguments_fail_cleanly(tmp_path, change, message):
 @pytest.mark.parametrize("value", [math.inf, math.nan])
 def test_train_config_refuses_non_finite_rates(name, value):
     with pytest.raises(ValueError, match=f"{name} must be a finite number"):
-        runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", **{name: value})
+        jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", **{name: value})
 
 
 @pytest.mark.slow

@@ -40,21 +40,23 @@ def test_export_writes_the_version_and_prints_how_to_serve_it(model_file, tmp_pa
     assert (tmp_path / "m" / "2" / "saved_model.pb").is_file()
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--sigma", "0"], "sigma must be a finite number > 0"),
-    (["--alpha", "1.5"], r"alpha must be in the open interval (0, 1)"),
-    (["--n", "5"], "n=5 is too small to ever certify or predict at alpha=0.01"),
-    (["--n0", "0"], "n0 must be an integer >= 1"),
-    (["--version", "0"], "version must be an integer >= 1"),
-    (["--batch", "0"], "batch_size must be an integer >= 1"),
-    (["--class-names", "a,b,c"], "class_names must be 4 non-empty strings"),
-    (["--class-names", "a,,c,d"], "class_names must be 4 non-empty strings"),
-    (["--dataset", "mnist"], "Unknown dataset name 'mnist'"),
-    (["--dataset", "cifar10_sample"], "class_names must be 4 non-empty strings"),  # a 10-class data set
+@pytest.mark.parametrize("extra, fragment, exit_code", [
+    (["--sigma", "0"], "'--sigma': 0.0 is not in the range x>0", 2),  # click's own range checks: usage errors
+    (["--sigma", "nan"], "sigma must be a finite number > 0", 1),  # NaN passes click's range, not the library's
+    (["--alpha", "1.5"], "'--alpha': 1.5 is not in the range 0.0<x<1.0", 2),
+    (["--n", "5"], "n=5 is too small to ever certify or predict at alpha=0.01", 1),
+    (["--n0", "0"], "'--n0': 0 is not in the range x>=1", 2),
+    (["--version", "0"], "'--version': 0 is not in the range x>=1", 2),
+    (["--batch", "0"], "'--batch': 0 is not in the range x>=1", 2),
+    (["--compute-dtype", "float16"], "'--compute-dtype': 'float16' is not one of 'float32', 'bfloat16'", 2),
+    (["--class-names", "a,b,c"], "class_names must be 4 non-empty strings", 1),
+    (["--class-names", "a,,c,d"], "class_names must be 4 non-empty strings", 1),
+    (["--dataset", "mnist"], "Unknown dataset name 'mnist'", 1),
+    (["--dataset", "cifar10_sample"], "class_names must be 4 non-empty strings", 1),  # a 10-class data set
 ])
-def test_bad_options_exit_1_with_a_message_naming_the_argument(model_file, tmp_path, extra, fragment):
+def test_bad_options_exit_1_with_a_message_naming_the_argument(model_file, tmp_path, extra, fragment, exit_code):
     result = _invoke([model_file, *FAST, "--out", str(tmp_path / "m"), *extra])
-    assert result.exit_code == 1
+    assert result.exit_code == exit_code
     assert fragment in result.output
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 

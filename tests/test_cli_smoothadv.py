@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tfsmooth import ABSTAIN, analysis, attacks, data, models, results, runs
+from tfsmooth import ABSTAIN, analysis, attacks, data, models, results, jobs
 from tfsmooth.cli.analyze import analyze
 from tfsmooth.cli.attack import attack
 from tfsmooth.cli.certify import predict
@@ -60,7 +60,7 @@ def _base_predictions(model, images):
 
 def _clean_base_predictions(model_path, skip):
     """The base classifier's class on every `skip`-th clean sample test image, computed directly."""
-    return _base_predictions(runs.load_base_model(str(model_path)), _sample_test_images(skip)[0])
+    return _base_predictions(jobs.load_base_model(str(model_path)), _sample_test_images(skip)[0])
 
 
 def _attack_trained(out, *options):
@@ -132,11 +132,11 @@ def test_attack_resumed_after_a_crash_gives_identical_rows(smoothadv_run, tmp_pa
         if len(seen) == 2:
             raise Crash()
 
-    config = runs.AttackConfig(model=str(model), dataset="cifar10_sample", sigma=0.25, attack="ddn", epsilon=0.5,
+    config = jobs.AttackConfig(model=str(model), dataset="cifar10_sample", sigma=0.25, attack="ddn", epsilon=0.5,
                                num_steps=2, num_noise_vec=2, n=100, batch=100, skip=250, seed=3,
                                attack_batch=attack_batch)
     with pytest.raises(Crash):
-        runs.attack_dataset(config, str(broken), on_row=crash_after_two)
+        jobs.attack_dataset(config, str(broken), on_row=crash_after_two)
     with open(broken, "a") as f:
         f.write("500\t2")  # a crash in the middle of writing a row
     result = _invoke(attack, model, *args, "--out", broken)
@@ -163,19 +163,19 @@ def test_attack_rows_do_not_depend_on_attack_batch(smoothadv_run, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (("--attack-batch", "0"), "attack_batch"),
+    (("--attack-batch", "0"), "'--attack-batch': 0 is not in the range x>=1"),
     (("--epsilon", "-0.5"), "epsilon"),
-    (("--num-steps", "0"), "num_steps"),
-    (("--num-noise-vec", "0"), "num_noise_vec"),
+    (("--num-steps", "0"), "'--num-steps': 0 is not in the range x>=1"),
+    (("--num-noise-vec", "0"), "'--num-noise-vec': 0 is not in the range x>=1"),
     (("--n", "5"), "too small to ever predict"),
     (("--sigma", "0"), "sigma"),
     (("--attack", "ddn", "--estimator", "stein"), "estimator"),
     (("--attack", "cw"), "cw"),
     (("--gamma", "0.1"), "apply to attack 'ddn' only"),
     (("--init-norm", "0.5"), "apply to attack 'ddn' only"),
-    (("--attack", "ddn", "--gamma", "1.0"), "gamma must be a number in (0, 1)"),
-    (("--attack", "ddn", "--init-norm", "0"), "init_norm must be a finite l2 norm > 0"),
-    (("--attack", "ddn", "--init-norm", "nan"), "init_norm must be a finite l2 norm > 0"),
+    (("--attack", "ddn", "--gamma", "1.0"), "'--gamma': 1.0 is not in the range 0.0<x<1.0"),
+    (("--attack", "ddn", "--init-norm", "0"), "'--init-norm': 0.0 is not in the range x>0"),
+    (("--attack", "ddn", "--init-norm", "nan"), "init_norm must be a finite number > 0"),
 ])
 def test_attack_bad_arguments_fail_cleanly_without_output(smoothadv_run, tmp_path, change, message):
     out = tmp_path / "attack.tsv"
@@ -220,7 +220,7 @@ def test_attack_base_pgd_is_vanilla_pgd_on_the_base_classifier(tmp_path):
     # the point that attacks.pgd reaches, computed here directly, and that point fools it on some images.
     rows = _attack_trained(tmp_path / "attack.tsv", "--attack", "base-pgd", "--epsilon", "0.5", "--num-steps", "5")
     images, labels = _sample_test_images(100)
-    model = runs.load_base_model(str(TRAINED))
+    model = jobs.load_base_model(str(TRAINED))
     x_adv = attacks.pgd(model, images, labels, epsilon=0.5, num_steps=5)
     np.testing.assert_array_equal(rows.base_predict, _base_predictions(model, x_adv))
     assert np.sum(rows.base_predict != _base_predictions(model, images)) >= 2  # 3 of 10 here
@@ -247,7 +247,7 @@ def test_attack_passes_gamma_and_init_norm_to_ddn(smoothadv_run, tmp_path, monke
 
 def test_attack_command_offers_the_library_attacks():
     options = {param.name: param for param in attack.params}
-    assert tuple(options["attack"].type.choices) == runs.ATTACKS
+    assert tuple(options["attack"].type.choices) == jobs.ATTACKS
     assert options["gamma"].default == attacks.DDN_GAMMA
 
 
@@ -285,11 +285,11 @@ def test_attack_missing_model_fails_cleanly(tmp_path):
 
 def test_load_base_model_tells_a_missing_file_from_one_that_is_not_a_keras_archive(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.keras"):
-        runs.load_base_model(str(tmp_path / "missing.keras"))
+        jobs.load_base_model(str(tmp_path / "missing.keras"))
     text = tmp_path / "x.keras"
     text.write_text("not a model")
     with pytest.raises(ValueError, match=r"x.keras: it is not a .keras model archive \(a zip file") as info:
-        runs.load_base_model(str(text))
+        jobs.load_base_model(str(text))
     assert "not found" not in str(info.value)  # what Keras itself says about such a file
     out = tmp_path / "attack.tsv"
     assert "not a .keras model archive" in _refused(attack, text, *ATTACK, "--out", out)
@@ -311,9 +311,9 @@ def test_pseudo_label_writes_teacher_labels_and_train_mixes_them_in(smoothadv_ru
 
     args = [*TINY, "--unlabeled", "cifar10_sample:train", "--pseudo-labels", labels_path,
             "--self-training-weight", "0.5"]
-    config = runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", batch=1000, train_examples=32,
+    config = jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", batch=1000, train_examples=32,
                               unlabeled="cifar10_sample", pseudo_labels=str(labels_path), self_training_weight=0.5)
-    batches = list(runs._training_data(config, 10).as_numpy_iterator())
+    batches = list(jobs.train._training_data(config, 10).as_numpy_iterator())
     targets, weights = np.concatenate([y for _, y, _ in batches]), np.concatenate([w for _, _, w in batches])
     # 32 labeled images of weight 1 and 4,000 pseudo-labeled ones of weight 0.5: 4,032 examples, total weight 2,032.
     assert len(weights) == 4032 and weights.sum() == 2032.0
@@ -336,8 +336,8 @@ def test_train_init_from_fine_tunes_with_a_new_head(tmp_path):
     pretrained = models.small_cnn(5)  # "pre-trained" on a 5-class task
     path = tmp_path / "pretrained.keras"
     pretrained.save(path)
-    config = runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", init_from=str(path))
-    base = runs._initial_base_model(config, 10)
+    config = jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", init_from=str(path))
+    base = jobs.train._initial_base_model(config, 10)
     assert base.output_shape == (None, 10)
     for old, new in zip(pretrained.get_weights()[:-2], base.get_weights()[:-2]):
         np.testing.assert_array_equal(old, new)  # everything below the head is the pre-trained model
@@ -350,14 +350,14 @@ def test_train_init_from_fine_tunes_with_a_new_head(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (("--epsilon", "0.5"), "only for method='smoothadv'"),
     (("--method", "smoothadv", "--epsilon", "-1"), "epsilon"),
-    (("--method", "smoothadv", "--num-noise-vec", "0"), "num_noise_vec"),
-    (("--method", "smoothadv", "--warmup", "0"), "warmup_epochs"),
+    (("--method", "smoothadv", "--num-noise-vec", "0"), "'--num-noise-vec': 0 is not in the range x>=1"),
+    (("--method", "smoothadv", "--warmup", "0"), "'--warmup': 0 is not in the range x>=1"),
     (("--method", "smoothadv", "--attack", "cw"), "cw"),
     (("--unlabeled", "cifar10_sample"), "together"),
     (("--unlabeled", "cifar10_sample:test", "--pseudo-labels", "labels.npz"), "train split"),
     (("--unlabeled", "cifar10_sample", "--pseudo-labels", "missing.npz"), "missing.npz"),
     (("--init-from", "missing.keras"), "missing.keras"),
-    (("--train-examples", "-3"), "train_examples"),
+    (("--train-examples", "-3"), "'--train-examples': -3 is not in the range x>=0"),
 ])
 def test_train_bad_smoothadv_arguments_fail_cleanly_without_a_run(tmp_path, change, message):
     outdir = tmp_path / "run"
@@ -409,9 +409,9 @@ def test_train_refuses_pseudo_labels_computed_on_another_data_source(cifar_dir, 
         arrays = {key: archive[key] for key in archive.files}
     assert str(arrays["data_source"]) == data.SOURCE_LOCAL and arrays["label"].shape == (50_000,)
     monkeypatch.setenv(data.DATA_DIR_ENV_VAR, str(cifar_dir))  # the same files in another directory: accepted
-    config = runs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", unlabeled="cifar10",
+    config = jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", unlabeled="cifar10",
                               pseudo_labels=str(labels_path))
-    attached = np.concatenate([y for y in runs._pseudo_labeled_data(config, 10).map(lambda x, y: y).batch(50_000)])
+    attached = np.concatenate([y for y in jobs.self_training.pseudo_labeled_data(config.unlabeled, config.pseudo_labels, config.data_dir, 10).map(lambda x, y: y).batch(50_000)])
     np.testing.assert_array_equal(attached, arrays["label"])
     np.savez(labels_path, **dict(arrays, data_source=np.asarray(data.SOURCE_TFDS)))  # labels of tfds' records
     outdir = tmp_path / "student"
@@ -431,7 +431,7 @@ def _write_pseudo_labels(path, **change):
 
 
 def _load_pseudo_labels(path):
-    return runs.load_pseudo_labels(str(path), "cifar10_sample:train", 10, 4, "embedded sample")
+    return jobs.load_pseudo_labels(str(path), "cifar10_sample:train", 10, 4, "embedded sample")
 
 
 def test_load_pseudo_labels_returns_the_int64_labels_of_a_matching_file(tmp_path):

@@ -1,5 +1,8 @@
 """Tests of tfsmooth.models.folding: batch norm folded into the preceding convolution, inference only."""
 
+import random
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +18,144 @@ def _conv_bn(use_bias=False, activation=None, bn_kwargs=None):
     z = keras.layers.Conv2D(3, 3, padding="same", use_bias=use_bias, activation=activation, name="conv")(inputs)
     y = keras.layers.BatchNormalization(name="bn", **(bn_kwargs or {}))(z)
     return keras.Model(inputs, keras.layers.Flatten()(y))
+
+
+def _shared_conv():
+    # One Conv2D called twice, each call followed by its own norm: a fold with either norm is wrong for the
+    # other call (the old test of "used once", an exception from layer.output, never fired in Keras 3).
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(2, 3, padding="same", name="conv")
+    y = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(conv(inputs)))
+    y = keras.layers.BatchNormalization(name="bn2")(conv(y))
+    return keras.Model(inputs, keras.layers.Flatten()(y))
+
+
+def _conv_feeding_shared_add():
+    # z feeds the norm and, through the second call of a shared Add, the output: the norm is not its only user.
+    inputs = keras.Input((6, 6, 2))
+    z = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    add = keras.layers.Add(name="add")
+    y = add([add([keras.layers.BatchNormalization(name="bn")(z), inputs]), z])
+    return keras.Model(inputs, keras.layers.Flatten()(y))
+
+
+def _fold_without_warning(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the pair choice must be right by itself, not rescued by the safety net
+        return folding.fold_batch_norm(model)
+
+
+def _folded_pairs(folded):
+    return {layer.conv.name: layer.batch_norm.name for layer in folded.layers
+            if isinstance(layer, folding._FoldedConvBatchNorm)}
+
+
+def _probe(shape=(6, 6, 2), seed=1):
+    return np.random.default_rng(seed).random((2, *shape), dtype=np.float32)
+
+
+@pytest.mark.parametrize("make_model", [_shared_conv, _conv_feeding_shared_add])
+def test_fold_batch_norm_keeps_logits_of_models_with_shared_layers(make_model):
+    keras.utils.set_random_seed(0)
+    model = make_model()
+    _randomize_batch_norms(model)
+    folded = _fold_without_warning(model)
+    x = _probe()
+    # Before the fix the folded logits were off by 6.1 and 2.8 here.
+    np.testing.assert_allclose(folded(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batch_norm_still_folds_the_unshared_pair_next_to_a_shared_conv():
+    # A stem conv + norm called once, then a Conv2D called twice (once into a norm): only the stem pair folds.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    y = keras.layers.BatchNormalization(name="stem_bn")(keras.layers.Conv2D(2, 3, padding="same", name="stem")(inputs))
+    conv = keras.layers.Conv2D(2, 1, name="twice")
+    model = keras.Model(inputs, keras.layers.Add()([keras.layers.BatchNormalization(name="bn")(conv(y)), conv(inputs)]))
+    _randomize_batch_norms(model)
+    folded = _fold_without_warning(model)
+    assert _folded_pairs(folded) == {"stem": "stem_bn"}
+    np.testing.assert_allclose(folded(_probe(), training=False), model(_probe(), training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_layers_shared_with_another_model_fold_in_each_model():
+    # A conv + norm called once in each of two models (and every layer a folded view shares gains a call in
+    # that view's graph): what counts is the calls in the model's own graph.
+    keras.utils.set_random_seed(0)
+    conv, bn = keras.layers.Conv2D(2, 3, padding="same", name="conv"), keras.layers.BatchNormalization(name="bn")
+    relu = keras.layers.ReLU(name="relu")
+    first_in, second_in = keras.Input((6, 6, 2)), keras.Input((6, 6, 2))
+    first = keras.Model(first_in, relu(bn(conv(first_in))))
+    second = keras.Model(second_in, keras.layers.Flatten()(relu(bn(conv(keras.layers.ReLU()(second_in))))))
+    _randomize_batch_norms(first)
+    x = _probe()
+    for model in (first, second, first):  # first again: after its layers gained calls in other graphs
+        folded = _fold_without_warning(model)
+        assert _folded_pairs(folded) == {"conv": "bn"}
+        np.testing.assert_allclose(folded(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batch_norm_leaves_norm_called_in_training_mode_alone():
+    inputs = keras.Input((6, 6, 2))
+    z = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(z, training=True))  # batch statistics
+    assert folding.fold_batch_norm(model) is model
+
+
+def _wrong_pairs(model):
+    return {"conv": model.get_layer("bn1")}  # the old answer for _shared_conv: bn1 for both calls of the conv
+
+
+def _folded_call_without_norm(self, x, training=None):
+    return self.conv(x)  # forgets the norm
+
+
+@pytest.mark.parametrize("target, name, broken", [
+    (folding, "_foldable_pairs", _wrong_pairs),
+    (folding._FoldedConvBatchNorm, "call", _folded_call_without_norm),
+])
+def test_fold_batch_norm_falls_back_to_the_model_with_a_warning_on_a_wrong_fold(monkeypatch, target, name, broken):
+    keras.utils.set_random_seed(0)
+    model = _shared_conv() if name == "_foldable_pairs" else _conv_bn()
+    _randomize_batch_norms(model)
+    x = _probe()
+    want = model(x, training=False).numpy()
+    monkeypatch.setattr(target, name, broken)
+    with pytest.warns(RuntimeWarning, match=r"differs from the model by up to \d.*using the unfolded model"):
+        folded = folding.fold_batch_norm(model)
+    assert folded is model
+    np.testing.assert_array_equal(folded(x, training=False), want)
+
+
+def test_fold_batch_norm_draws_from_no_global_random_state():
+    def draws():
+        return (random.random(), np.random.random(), float(tf.random.uniform([])), float(keras.random.uniform([])))
+
+    model = _conv_bn()
+    keras.utils.set_random_seed(7)
+    want = draws()
+    keras.utils.set_random_seed(7)
+    folded = folding.fold_batch_norm(model)
+    assert folded is not model  # the probe ran
+    assert draws() == want
+
+
+def test_fold_batch_norm_probes_in_inference_mode():
+    # Dropout after the norm: a probe in training mode would drop units at random and never match.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    y = keras.layers.BatchNormalization()(keras.layers.Conv2D(3, 3, padding="same")(inputs))
+    model = keras.Model(inputs, keras.layers.Flatten()(keras.layers.Dropout(0.5)(y)))
+    _randomize_batch_norms(model)
+    assert len(_folded_pairs(_fold_without_warning(model))) == 1
+
+
+def test_fold_batch_norm_leaves_model_with_unknown_input_size_alone():
+    # The probe needs a concrete input shape: without one nothing is folded rather than folded unchecked.
+    inputs = keras.Input((None, None, 2))
+    y = keras.layers.BatchNormalization()(keras.layers.Conv2D(3, 3, padding="same")(inputs))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(y))
+    assert folding.fold_batch_norm(model) is model
 
 
 def test_fold_batch_norm_folds_every_conv_of_resnet20_and_keeps_logits():

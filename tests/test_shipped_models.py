@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from tfsmooth import data, models, runs
+from tfsmooth import data, models, jobs
 
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 SHIPPED = {
@@ -39,14 +39,14 @@ def test_shipped_model_matches_its_recorded_configuration(name):
     with open(directory / "log.csv") as f:
         log = list(csv.DictReader(f))
     assert len(log) == config["epochs"]  # every epoch of the recorded run finished
-    model = runs.load_base_model(str(directory / "base_model.keras"))
+    model = jobs.load_base_model(str(directory / "base_model.keras"))
     assert model.count_params() == models.cifar_resnet(20).count_params()
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_model_is_trained_accurate_under_noise(name, test_images):
     images, labels = test_images
-    model = runs.load_base_model(str(RESULTS / name / "base_model.keras"))
+    model = jobs.load_base_model(str(RESULTS / name / "base_model.keras"))
     noisy = images + np.random.default_rng(0).normal(0, 0.25, images.shape).astype(np.float32)
     accuracy = float(np.mean(np.argmax(model.predict(noisy, batch_size=100, verbose=0), axis=1) == labels))
     # Both models reach 50-70 % top-1 under sigma = 0.25 noise (log.csv); an untrained or wrong model

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy import stats as st
 
 import fixtures
@@ -256,6 +257,7 @@ def test_parallel_passes_with_a_single_block_per_pass_on_a_convolutional_model()
 
 def test_parallel_passes_default_and_validation():
     smoothed = SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25)
-    assert smoothed.parallel_passes == (2 if (os.cpu_count() or 1) >= 2 else 1)  # no GPU in CI
+    has_gpu = bool(tf.config.list_logical_devices("GPU"))
+    assert smoothed.parallel_passes == (2 if (os.cpu_count() or 1) >= 2 and not has_gpu else 1)
     with pytest.raises(ValueError, match="parallel_passes must be an integer >= 1"):
         SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25, parallel_passes=0)

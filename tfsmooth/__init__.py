@@ -21,9 +21,10 @@ _LAZY = {
     "GaussianAugmentedModel": "tfsmooth.training",
     "SmoothAdvModel": "tfsmooth.training",
     "export_saved_model": "tfsmooth.export",
+    "load_model": "tfsmooth.models.io",
 }
-_SUBMODULES = ("analysis", "attacks", "data", "export", "models", "noise", "results", "runs", "smoothing",
-               "stats", "training")
+_SUBMODULES = ("analysis", "attacks", "checks", "counting", "data", "export", "files", "jobs", "models", "noise",
+               "results", "smoothing", "stats", "training")
 
 __all__ = ["ABSTAIN", *_LAZY, *_SUBMODULES]
 

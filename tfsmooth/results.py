@@ -36,7 +36,6 @@ import numbers
 import operator
 import os
 import re
-import tempfile
 from typing import Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -46,6 +45,7 @@ try:
 except ImportError:  # not POSIX: no lock against a second writer
     fcntl = None
 
+from tfsmooth import files
 from tfsmooth.stats import ABSTAIN  # -1, the smoothed classifier's answer when it abstains
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -357,25 +357,6 @@ def _config_differences(found: Mapping, expected: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: str, text: str) -> None:
-    """Writes text to path through a synced temporary file and a rename (all or nothing)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 class ResultsWriter:
     """Writes a result TSV one durable row at a time, resuming a file left by an interrupted run.
 
@@ -432,8 +413,8 @@ class ResultsWriter:
             self._file.seek(keep)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            _atomic_write(self.sidecar_path, config_text)
-            _atomic_write(self.path, "\t".join(self.columns) + "\n")
+            files.atomic_write_text(self.sidecar_path, config_text)
+            files.atomic_write_text(self.path, "\t".join(self.columns) + "\n")
             self._done = set()
             self._file = self._open_locked()
             self._file.seek(0, os.SEEK_END)

@@ -9,16 +9,14 @@ Units: images are float32 pixels in [0, 1]; sigma and radii are l2 norms on that
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import math
 import os
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import noise, stats
+from tfsmooth import counting, noise, stats
 from tfsmooth.models import folding
 from tfsmooth.stats import ABSTAIN
 
@@ -75,7 +73,7 @@ class SmoothedClassifier:
             base classifier, whose labels can differ from float32's near decision boundaries
             (`tfsmooth.models.folding.InferenceView`). Needs a functional or Sequential model.
         parallel_passes: forward passes run concurrently, each on a share of a batch's noise blocks
-            (`tfsmooth.noise.count_blocks`). None (default): 2 on a machine with at least 2 CPU
+            (`tfsmooth.counting.count_blocks`). None (default): 2 on a machine with at least 2 CPU
             cores and no GPU, else 1. The counts do not depend on it; only the speed does (on a
             2-core CPU, 2 concurrent passes were 7-19 % faster than one, benchmarks/RESULTS.md).
 
@@ -243,29 +241,6 @@ class SmoothedClassifier:
             label, p_value = stats.predict_decision(counts[noise.STREAM_PREDICT], alpha)
             yield key, Prediction(label, p_value, counts[noise.STREAM_PREDICT])
 
-    # ------------------------------------------------------------------------------------ export
-    def export(self, export_dir: str, *, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
-               batch_size: int = 1_000, version: int = 1, class_names: Optional[Sequence[str]] = None) -> str:
-        """Exports this smoothed classifier as a TF Serving SavedModel, `export_dir/<version>/`.
-
-        Calls `tfsmooth.export.export_saved_model` with this classifier's sigma, num_classes,
-        noise_block and compute_dtype, so the export's `serving_default` / `certify` signatures answer, for a seed s,
-        exactly as `predict_batch` / `certify_batch(images, ..., seed=s)`.
-
-        Returns:
-            str: the version directory.
-
-        Raises:
-            ValueError: as `tfsmooth.export.export_saved_model` (bad n0, n, alpha, version, an
-                existing non-empty version directory, ...).
-        """
-        from tfsmooth import export as export_lib  # noqa: PLC0415  (export imports nothing from here)
-
-        return export_lib.export_saved_model(
-            self.base_model, export_dir, sigma=self.sigma, num_classes=self.num_classes,
-            noise_block=self.noise_block, n0=n0, n=n, alpha=alpha, batch_size=batch_size, version=version,
-            class_names=class_names, compute_dtype=self.compute_dtype)
-
     # ---------------------------------------------------------------------------------- counting
     def sample_counts(self, images, num: int, batch_size: int, seed: int, *, stream: int = noise.STREAM_ESTIMATION,
                       keys: Optional[Sequence[int]] = None) -> np.ndarray:
@@ -300,84 +275,36 @@ class SmoothedClassifier:
         return np.stack([c[stream] for _, c in self._iter_counts(zip(keys, images), ((stream, num),), batch_size, seed)])
 
     def _iter_counts(self, examples, plan, batch_size, seed):
-        """Yields (key, {stream: int64 [K] counts}) per example, in input order.
+        """Yields (key, {stream: int64 [K] counts}) per example, in input order (`counting.iter_counts`).
 
-        Each (example, stream) sequence of draws is cut into blocks of `noise_block` draws; a forward
-        pass evaluates `max(1, batch_size // noise_block)` blocks, taken in order across examples.
+        Each image and key is validated as it is read; sigma is carried per image (`counting`).
         """
-        blocks_per_pass = max(1, batch_size // self.noise_block)
         self._view.sync()  # a bfloat16 view copies the base model's current weights
-        pending = collections.deque()  # (slot, stream, block_index, valid)
-        open_jobs = collections.OrderedDict()  # slot -> [key, image, counts, blocks left]
-        examples = iter(examples)
-        next_slot, exhausted = 0, False
-        while True:
-            while len(pending) < blocks_per_pass and not exhausted:
-                try:
-                    key, image = next(examples)
-                except StopIteration:
-                    exhausted = True
-                    break
-                image = self._check_images(np.asarray(image)[None], f"image with key {key}")[0]
-                key = _check_keys([key], 1)[0]
-                total = 0
-                counts = {}
-                for stream, num in plan:
-                    counts[stream] = np.zeros(self.num_classes, np.int64)
-                    blocks = math.ceil(num / self.noise_block)
-                    for b in range(blocks):
-                        pending.append((next_slot, stream, b, min(self.noise_block, num - b * self.noise_block)))
-                    total += blocks
-                open_jobs[next_slot] = [key, image, counts, total]
-                next_slot += 1
-            if not pending:
-                return
-            take = [pending.popleft() for _ in range(min(blocks_per_pass, len(pending)))]
-            out = self._count_pass(open_jobs, take, blocks_per_pass, seed)
-            for row, (slot, stream, _, _) in zip(out, take):
-                open_jobs[slot][2][stream] += row
-                open_jobs[slot][3] -= 1
-            while open_jobs and next(iter(open_jobs.values()))[3] == 0:
-                key, _, counts, _ = open_jobs.popitem(last=False)[1]
-                yield key, counts
 
-    def _count_pass(self, open_jobs, take, blocks_per_pass, seed):
-        slots = sorted({t[0] for t in take})
-        local = {s: i for i, s in enumerate(slots)}
-        images = np.stack([open_jobs[s][1] for s in slots])
-        pad = blocks_per_pass - len(take)  # pad to a fixed shape: a single trace of the graph
-        image_of_block = np.array([local[t[0]] for t in take] + [0] * pad, np.int32)
-        keys = np.array([open_jobs[t[0]][0] for t in take] + [0] * pad, np.int64)
-        streams = np.array([t[1] for t in take] + [0] * pad, np.int64)
-        block_index = np.array([t[2] for t in take] + [0] * pad, np.int64)
-        valid = np.array([t[3] for t in take] + [0] * pad, np.int32)
-        # Never more concurrent passes than blocks: an empty group would run the model on an empty batch.
-        fn = self._count_fn(images.shape[1:], min(self.parallel_passes, blocks_per_pass))
-        out = fn(images, image_of_block, keys, streams, block_index, valid, np.int64(seed))
-        return out.numpy()[: len(take)].astype(np.int64)
+        def checked():
+            for key, image in examples:
+                image = self._check_images(np.asarray(image)[None], f"image with key {_short(key)}")[0]
+                yield _check_keys([key], 1)[0], image, self.sigma
 
-    def _count_fn(self, image_shape, parallel_passes):
-        image_shape = tuple(int(d) for d in image_shape)
-        if (image_shape, parallel_passes) not in self._count_fns:
-            spec = [
-                tf.TensorSpec([None, *image_shape], tf.float32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([], tf.int64),
-            ]
+        per_pass = counting.blocks_per_pass(batch_size, self.noise_block)
+        return counting.iter_counts(checked(), plan, noise_block=self.noise_block, batch_size=batch_size,
+                                    num_classes=self.num_classes, seed=seed,
+                                    run_pass=self._pass_fn(min(self.parallel_passes, per_pass)))
 
-            @tf.function(input_signature=spec)
-            def count(images, image_of_block, keys, streams, block_index, valid, seed):
-                seeds = noise.block_seeds(seed, keys, streams, block_index)
-                return noise.count_blocks(self._view.model, images, image_of_block, seeds, valid,
-                                          block_size=self.noise_block, sigma=self.sigma,
-                                          num_classes=self.num_classes, parallel_passes=parallel_passes)
+    def _pass_fn(self, parallel_passes):
+        """The forward pass for `counting.iter_counts`: `counting.pass_function`, compiled once per
+        (image shape, concurrency level). Never more concurrent passes than blocks: an empty group
+        would run the model on an empty batch."""
 
-            self._count_fns[image_shape, parallel_passes] = count
-        return self._count_fns[image_shape, parallel_passes]
+        def run(images, *rest):
+            key = (tuple(int(d) for d in images.shape[1:]), parallel_passes)
+            if key not in self._count_fns:
+                self._count_fns[key] = counting.pass_function(
+                    self._view.model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
+                    parallel_passes=parallel_passes)
+            return self._count_fns[key](images, *rest).numpy()
+
+        return run
 
     # -------------------------------------------------------------------------------- validation
     def _check_n(self, n, alpha, minimum, what):
@@ -411,6 +338,12 @@ def _default_parallel_passes():
     return 1
 
 
+def _short(value, limit=60):
+    """repr(value) cut to `limit` characters, for error messages (never a whole image)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _as_batch(x, name):
     arr = np.asarray(x)
     if arr.ndim != 3:
@@ -423,9 +356,9 @@ def _check_keys(keys, count):
         return list(range(count))
     arr = np.asarray(keys)
     if arr.shape != (count,) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"keys must be {count} integers, got {keys!r}")
+        raise ValueError(f"keys must be {count} integers, got {_short(keys)} (shape {arr.shape}, dtype {arr.dtype})")
     if np.any(arr < 0) or np.any(arr >= noise.MAX_KEY):
-        raise ValueError(f"keys must be in [0, {noise.MAX_KEY}), got {keys!r}")
+        raise ValueError(f"keys must be in [0, {noise.MAX_KEY}), got {_short(keys)}")
     return [int(k) for k in arr]
 
 

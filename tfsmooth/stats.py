@@ -15,51 +15,10 @@ from typing import Tuple
 import numpy as np
 from scipy import stats as _st
 
+from tfsmooth.checks import check_alpha, check_count, check_sigma  # noqa: F401  (re-exported: stats.check_*)
+
 ABSTAIN = -1
 """Label returned by the smoothed classifier when it declines to answer."""
-
-
-def check_alpha(alpha: float, name: str = "alpha") -> float:
-    """Validates a failure probability.
-
-    Raises:
-        ValueError: if `alpha` is not a finite number in the open interval (0, 1).
-    """
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1), got {alpha!r}") from None
-    if not (0.0 < value < 1.0):
-        raise ValueError(f"{name} must be in the open interval (0, 1), got {alpha!r}")
-    return value
-
-
-def check_sigma(sigma: float, name: str = "sigma") -> float:
-    """Validates a noise level (l2 on the [0, 1] pixel scale).
-
-    Raises:
-        ValueError: if `sigma` is not a finite number > 0.
-    """
-    try:
-        value = float(sigma)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {sigma!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}")
-    return value
-
-
-def check_count(value: int, name: str, minimum: int = 1) -> int:
-    """Validates an integer sample count such as `n0`, `n` or `batch_size`.
-
-    Raises:
-        ValueError: if `value` is not an integer >= `minimum`.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def clopper_pearson_lower(k, n, alpha):

@@ -14,10 +14,10 @@ from keras import layers
 
 from tfsmooth.data import CIFAR10_MEAN, CIFAR10_STD
 from tfsmooth.models.batch_norm import FusedBatchNormalization
+from tfsmooth.registry import ARCHITECTURES  # the names, spelled once
 
 __all__ = ["ARCHITECTURES", "FusedBatchNormalization", "cifar_resnet", "get_model", "small_cnn"]
 
-ARCHITECTURES = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "small_cnn")
 
 
 def _normalization(mean: Sequence[float], std: Sequence[float]):

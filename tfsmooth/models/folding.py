@@ -12,23 +12,33 @@ The folded weights are computed inside the graph from the model's own variables 
 the folded view shares the variables of the original model and follows it when it is trained
 further; nothing is copied or frozen. Results equal the original model's up to float32 rounding
 (relative ~1e-6 on the logits), so a top-1 label can differ only where two logits tie to that
-precision.
+precision. A pair is folded only when the graph shows the conv and the norm each called once and the
+norm as the conv output's only consumer; `fold_batch_norm` also checks the folded view against the
+model on a probe batch and keeps the unfolded model, with a warning, if they differ.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import keras
+import numpy as np
 import tensorflow as tf
 
+from tfsmooth import registry
 from tfsmooth.models.batch_norm import FusedBatchNormalization
 
 
 class _FoldedConvBatchNorm(keras.layers.Layer):
-    """conv(x, W * s) + (beta + (b - mean) * s): a Conv2D and its BatchNormalization, inference only."""
+    """conv(x, W * s) + (beta + (b - mean) * s): a Conv2D and its BatchNormalization, inference only.
+
+    Computes in the conv's compute dtype (float32, or bfloat16 in a bfloat16 view), casting its input
+    to it as the conv would, and returns the norm's compute dtype, as the unfolded pair does.
+    """
 
     def __init__(self, conv, batch_norm, **kwargs):
         super().__init__(name=f"{conv.name}_folded", dtype="float32", **kwargs)
-        self._convert_input_args = False  # compute in the input's dtype (float32, or bfloat16 in a bf16 view)
+        self._convert_input_args = False  # the cast to the conv's compute dtype is done in call()
         self.conv = conv
         self.batch_norm = batch_norm
 
@@ -45,9 +55,10 @@ class _FoldedConvBatchNorm(keras.layers.Layer):
         if bn.center:
             bias = bias + tf.cast(bn.beta, tf.float32)
         kernel = tf.cast(conv.kernel, tf.float32) * scale
+        x = tf.cast(x, conv.compute_dtype)
         y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=conv.strides, padding=conv.padding.upper(),
                          dilations=conv.dilation_rate)
-        return tf.nn.bias_add(y, tf.cast(bias, x.dtype))
+        return tf.cast(tf.nn.bias_add(y, tf.cast(bias, x.dtype)), bn.compute_dtype)
 
 
 class _Passthrough(keras.layers.Layer):
@@ -66,55 +77,70 @@ _FOLDABLE_NORMS = (keras.layers.BatchNormalization, FusedBatchNormalization)
 subclasses may change the inference math, so they are left alone."""
 
 
+def _graph_nodes(model):
+    """The call nodes (`keras.src.ops.node.Node`) of a functional or Sequential model's own graph.
+
+    Keras 3 has no public API for the graph: a functional model keeps its nodes in `_nodes_by_depth`
+    (depth 0 produces the outputs), a built Sequential model in its `_functional` model. Only nodes of
+    this graph count: a layer's `_inbound_nodes` also lists its calls in other graphs (every layer that
+    `fold_batch_norm` shares with a folded view gains one there), and `layer.input` / `layer.output`
+    silently give the first call's tensors of a layer called several times.
+
+    Returns:
+        list of nodes, inputs first (descending depth), or None if `model` has no such graph.
+    """
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if not by_depth:
+        return None
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def _inference_call(node):
+    """Whether a call does not force training mode (`training` not passed, None or False)."""
+    training = node.arguments.kwargs.get("training")
+    return training is None or training is False
+
+
 def _foldable_pairs(model):
-    """{conv layer name: batch-norm layer} for each Conv2D whose only consumer is a BatchNormalization."""
-    consumers = {}
-    for layer in model.layers:
-        try:
-            inputs = layer.input
-        except (AttributeError, ValueError):  # an input layer, or a layer used in several places
-            continue
-        for tensor in tf.nest.flatten(inputs):
-            consumers.setdefault(id(tensor), []).append(layer)
+    """{conv layer name: batch-norm layer} for the Conv2D + BatchNormalization pairs safe to fold.
+
+    A pair is folded when, in `model`'s own graph: the Conv2D (channels-last, groups 1, no activation)
+    is called once; its output is not a model output and is consumed by exactly one call of any layer
+    (every call of every layer counts, a shared layer called twice on it counts twice); that call is
+    the BatchNormalization's only call, on the channel axis, with the conv output as its only tensor
+    argument and no `training=True`.
+    """
+    nodes = _graph_nodes(model)
+    if nodes is None:
+        return {}
+    calls, consumers = {}, {}
+    for node in nodes:
+        if node.operation is not None and not node.is_input:
+            calls.setdefault(id(node.operation), []).append(node)
+        for tensor in node.input_tensors:
+            consumers.setdefault(id(tensor), []).append(node)
+    model_outputs = {id(tensor) for tensor in tf.nest.flatten(model.outputs)}
     pairs = {}
-    for layer in model.layers:
-        if type(layer) is not keras.layers.Conv2D or layer.data_format != "channels_last" or layer.groups != 1 \
-                or layer.activation is not keras.activations.linear:
+    for node in nodes:
+        conv = node.operation
+        if type(conv) is not keras.layers.Conv2D or conv.data_format != "channels_last" or conv.groups != 1 \
+                or conv.activation is not keras.activations.linear or len(calls[id(conv)]) != 1 \
+                or len(node.outputs) != 1 or id(node.outputs[0]) in model_outputs:
             continue
-        try:
-            output = layer.output
-        except (AttributeError, ValueError):  # used in several places
+        users = consumers.get(id(node.outputs[0]), [])
+        if len(users) != 1:
             continue
-        if any(output is model_output for model_output in model.outputs):
-            continue
-        users = consumers.get(id(output), [])
-        if len(users) == 1 and type(users[0]) in _FOLDABLE_NORMS and users[0].axis in (-1, 3):
-            pairs[layer.name] = users[0]
+        bn_node = users[0]
+        bn = bn_node.operation
+        if type(bn) in _FOLDABLE_NORMS and bn.axis in (-1, 3) and len(calls[id(bn)]) == 1 \
+                and len(bn_node.input_tensors) == 1 and _inference_call(bn_node):
+            pairs[conv.name] = bn
     return pairs
 
 
-def fold_batch_norm(model):
-    """An inference-only view of `model` with each Conv2D + BatchNormalization pair folded into one conv.
-
-    Only top-level layers of a functional or Sequential Keras model are considered: a channels-last
-    `keras.layers.Conv2D` without activation, used once, whose output goes only to a
-    `keras.layers.BatchNormalization` (or `FusedBatchNormalization`) on the channel axis. Any other
-    model (subclassed, or with nothing to fold) is returned unchanged.
-
-    Args:
-        model: Keras model, float32 [batch, H, W, C] -> outputs; its batch norms are used with their
-            moving statistics (inference mode).
-
-    Returns:
-        A `keras.Model` sharing `model`'s variables (no copy; later training of `model` is seen),
-        with the same outputs up to float32 rounding when called with `training=False`. Calling
-        it with `training=True` raises ValueError. Not meant to be saved: save `model`.
-    """
-    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):  # subclassed: no graph
-        return model
-    pairs = _foldable_pairs(model)
-    if not pairs:
-        return model
+def _fold(model, pairs):
+    """A clone of `model` sharing its layers, with each conv named in `pairs` and its norm folded."""
     folded_norms = {bn.name for bn in pairs.values()}
 
     def clone(layer):
@@ -127,7 +153,90 @@ def fold_batch_norm(model):
     return keras.models.clone_model(model, clone_function=clone)
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+def _folded_pairs(folded):
+    """{conv layer name: batch-norm layer name} folded in a view made by `_fold`."""
+    return {layer.conv.name: layer.batch_norm.name for layer in folded.layers
+            if isinstance(layer, _FoldedConvBatchNorm)}
+
+
+PROBE_SEED = 0
+"""Seed of the probe batch on which `fold_batch_norm` compares the folded view with the model."""
+
+
+def _probe_difference(model, folded):
+    """(max |folded - model|, max |model|) over all outputs on a probe batch (NaN if any output is NaN).
+
+    The probe batch: 2 inputs per model input, uniform in [0, 1) (cast to the input's dtype), drawn
+    from a NumPy generator seeded with `PROBE_SEED`, so no global NumPy, TF or Keras random state is
+    drawn from. Both models are called with training=False.
+    """
+    rng = np.random.default_rng(PROBE_SEED)
+    shapes = [(2,) + tuple(spec.shape[1:]) for spec in model.inputs]  # fully known: see fold_batch_norm
+    with tf.init_scope():  # eager, also when called while a tf.function is traced
+        probes = [tf.cast(rng.random(shape, dtype=np.float32), spec.dtype)
+                  for shape, spec in zip(shapes, model.inputs)]
+        struct = getattr(model, "_inputs_struct", None)
+        probes = keras.tree.pack_sequence_as(struct, probes) if struct is not None else (
+            probes[0] if len(probes) == 1 else probes)
+        want = keras.tree.flatten(model(probes, training=False))
+        got = keras.tree.flatten(folded(probes, training=False))
+    want = np.concatenate([np.asarray(a, np.float64).ravel() for a in want] + [np.zeros(1)])
+    got = np.concatenate([np.asarray(b, np.float64).ravel() for b in got] + [np.zeros(1)])
+    return float(np.max(np.abs(got - want))), float(np.max(np.abs(want)))  # np.max keeps a NaN
+
+
+def fold_batch_norm(model):
+    """An inference-only view of `model` with each Conv2D + BatchNormalization pair folded into one conv.
+
+    Only top-level layers of a functional or Sequential Keras model are considered: a channels-last
+    `keras.layers.Conv2D` without activation, called once in the model, whose output goes only to a
+    `keras.layers.BatchNormalization` (or `FusedBatchNormalization`) on the channel axis that is
+    itself called once (see `_foldable_pairs`). Shared layers are never folded.
+
+    Safety net: the folded view is compared with `model` on a probe batch (2 inputs drawn uniform in
+    [0, 1) from a generator seeded with `PROBE_SEED`, without touching any global random state; both
+    called with training=False). If any output differs by more than 1e-3 * (1 + max |output|), a
+    RuntimeWarning names the difference and `model` itself is returned.
+
+    Any other model (subclassed, with an input shape not fully known, or with nothing to fold) is
+    returned unchanged.
+
+    Args:
+        model: Keras model, float32 [batch, H, W, C] -> outputs; its batch norms are used with their
+            moving statistics (inference mode).
+
+    Returns:
+        A `keras.Model` sharing `model`'s variables (no copy; later training of `model` is seen),
+        with the same outputs up to float32 rounding when called with `training=False`. Calling
+        it with `training=True` raises ValueError. Not meant to be saved: save `model`. Or `model`
+        itself where nothing is folded (see above).
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):  # subclassed: no graph
+        return model
+    pairs = _foldable_pairs(model)
+    if not pairs or any(dim is None for spec in model.inputs for dim in spec.shape[1:]):
+        return model
+    folded = _fold(model, pairs)
+    diff, scale = _probe_difference(model, folded)
+    # Folding only reassociates float32 products and sums, (x * W) * s vs x * (W * s) and
+    # (z - mean) * s + beta vs z * s + ((b - mean) * s + beta): a few roundings of relative 2**-24
+    # per layer, which add up to at most 3e-7 of the logits' scale on the probe (measured: ResNet-20
+    # and -110 with random statistics, the shipped CIFAR-10 ResNet-20). 1e-3 of the scale leaves a
+    # margin of over 1000 for deeper or less well-conditioned models, while a wrong fold replaces
+    # one per-channel affine map by another and moves outputs by O(their scale) (2.3 and 2.9 on the
+    # shared-layer models of issue 10). The 1 + keeps a model whose outputs are near 0 from being
+    # held to less than the rounding of its O(1) normalized activations.
+    tolerance = 1e-3 * (1.0 + scale)
+    if not diff <= tolerance:  # also catches NaN
+        warnings.warn(
+            f"fold_batch_norm: the folded view of model {model.name!r} differs from the model by up to "
+            f"{diff:.3g} (max abs difference; tolerance {tolerance:.3g}) on a probe batch; using the unfolded "
+            "model", RuntimeWarning, stacklevel=2)
+        return model
+    return folded
+
+
+COMPUTE_DTYPES = registry.COMPUTE_DTYPES
 """Arithmetic of the counting path: float32 (the default), or bfloat16 on CPUs with native bfloat16
 dot products (AVX512_BF16, AMX) or on accelerators."""
 
@@ -145,11 +254,22 @@ class InferenceView:
     float32: `fold_batch_norm(model)`, which shares `model`'s variables.
 
     bfloat16: a clone of `model` whose layers compute in bfloat16 (Keras policy "mixed_bfloat16":
-    float32 variables cast to bfloat16 at use, bfloat16 activations), except the layer that produces
-    the output, which computes in float32 so that the class scores are not rounded to bfloat16's 8
-    significant bits (which would make ties between the top two classes common); then folded. The
-    clone has its own copies of the weights: `sync()` copies `model`'s current values into it, and
-    `SmoothedClassifier` calls it before every counting run, so the view follows later training.
+    float32 variables cast to bfloat16 at use, bfloat16 activations), except two groups that compute
+    in float32:
+
+    * the preprocessing: the input layer and every layer that, on every path from the inputs, comes
+      before any layer with trainable variables (`keras.layers.Normalization`, `Rescaling`, padding
+      or reshapes before the first conv or dense layer; a layer with trainable variables, even a
+      BatchNormalization, ends it), so that the noisy pixels x + delta are not rounded to bfloat16
+      before they are normalized: the first conv or dense layer casts the normalized float32 tensor
+      to bfloat16 itself;
+    * the layer that produces the output, so that the class scores are not rounded to bfloat16's 8
+      significant bits (which would make ties between the top two classes common).
+
+    The clone is then folded, with the pairs that `fold_batch_norm` chooses and checks on the float32
+    `model` (none if its check falls back). The clone has its own copies of the weights: `sync()` copies
+    `model`'s current values into it, and `SmoothedClassifier` calls it before every counting run,
+    so the view follows later training.
 
     The smoothed classifier certified with a bfloat16 view is the smoothing of that bfloat16 base
     classifier f_bf16: CERTIFY's guarantee (Cohen et al. 2019, Thm. 1) holds for it exactly as for
@@ -175,7 +295,12 @@ class InferenceView:
         clone = _bfloat16_clone(model)
         self._pairs = tuple(zip(clone.weights, model.weights))
         self.sync()
-        self.model = fold_batch_norm(clone)
+        # Which pairs to fold is decided and checked in float32, where a wrong fold stands out from
+        # rounding; the clone has the same graph and layer names.
+        checked = fold_batch_norm(model)
+        names = _folded_pairs(checked) if checked is not model else {}
+        pairs = {conv: bn for conv, bn in _foldable_pairs(clone).items() if names.get(conv) == bn.name}
+        self.model = _fold(clone, pairs) if pairs else clone
 
     @property
     def copied_variables(self) -> list:
@@ -188,16 +313,35 @@ class InferenceView:
             target.assign(source)
 
 
+def _preprocessing_layers(model):
+    """ids of the layers of `model` whose every call comes before any layer with trainable variables.
+
+    "Before": on every path from the model's inputs to the call; the bfloat16 view keeps them in float32.
+    """
+    downstream = set()  # ids of tensors computed after a layer with trainable variables
+    before, after = set(), set()
+    for node in _graph_nodes(model) or ():
+        layer = node.operation
+        if layer is None or node.is_input:
+            continue
+        if any(id(t) in downstream for t in node.input_tensors) or any(v.trainable for v in layer.weights):
+            downstream.update(id(t) for t in node.outputs)
+            after.add(id(layer))
+        else:
+            before.add(id(layer))
+    return before - after
+
+
 def _bfloat16_clone(model):
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None) or len(model.outputs) != 1:
         raise ValueError(
             "compute_dtype='bfloat16' needs a functional or Sequential Keras model with one output "
             f"(its layers are cloned with a bfloat16 policy), got {type(model).__name__}")
-    output_layer = model.layers[-1]
+    float32_layers = _preprocessing_layers(model) | {id(model.layers[-1])}
 
     def clone(layer):
         config = layer.get_config()
-        config["dtype"] = "float32" if layer is output_layer else "mixed_bfloat16"
+        config["dtype"] = "float32" if id(layer) in float32_layers else "mixed_bfloat16"
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)

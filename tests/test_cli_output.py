@@ -1,0 +1,111 @@
+"""What the CLI prints: TensorFlow's start-up logs hidden unless asked, plain progress in logs, Ctrl-C."""
+
+import io
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+from click.testing import CliRunner
+
+from tfsmooth import models
+from tfsmooth.cli import _common
+from tfsmooth.cli.main import cli
+
+TF_LOG_MARKERS = ("I0000", "E0000", "W0000", "cuInit", "oneDNN custom operations", "absl::InitializeLog")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    keras.utils.set_random_seed(0)
+    models.small_cnn(10).save(path)
+    return path
+
+
+def _predict_in_a_fresh_process(model_file, tmp_path, *extra, env=None):
+    command = [sys.executable, "-m", "tfsmooth.cli.main", *extra, "predict", str(model_file), "--dataset",
+               "cifar10_sample", "--sigma", "0.25", "--n", "100", "--batch", "100", "--max", "2",
+               "--out", str(tmp_path / "p.tsv")]
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environment.update(env or {})
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_command_prints_no_tensorflow_start_up_logs(model_file, tmp_path):
+    output = _predict_in_a_fresh_process(model_file, tmp_path)
+    assert not [marker for marker in TF_LOG_MARKERS if marker in output], output
+    assert "2 new rows" in output
+
+
+@pytest.mark.slow
+def test_verbose_shows_tensorflow_logs_and_the_users_log_level_wins(model_file, tmp_path):
+    # TensorFlow 2.21 logs "oneDNN custom operations are on" at every import on x86 CPUs.
+    verbose = _predict_in_a_fresh_process(model_file, tmp_path / "a", "--verbose")
+    assert "oneDNN custom operations" in verbose
+    user_level = _predict_in_a_fresh_process(model_file, tmp_path / "b", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert "oneDNN custom operations" in user_level
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_off_a_terminal_is_plain_lines_with_resume_and_rate():
+    stream = _Stream(tty=False)
+    progress = _common.Progress(5, done=2, stream=stream, interval=0.0)
+    for correct in (1, 0, 1):
+        progress({"correct": correct})
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "resuming: 2 of 5 images done"
+    assert lines[1] == "3/5 images, correct 100.0 %"  # no rate from one row (it holds the tracing)
+    assert lines[2].startswith("4/5 images, correct 50.0 %, ") and " s per image, ETA " in lines[2]
+    assert lines[3].startswith("5/5 images, correct 66.7 %")
+    assert "\x1b" not in stream.getvalue() and "\b" not in stream.getvalue()
+
+
+def test_progress_off_a_terminal_throttles_but_always_prints_the_last_row():
+    stream = _Stream(tty=False)
+    progress = _common.Progress(4, stream=stream, interval=3600.0)
+    for _ in range(4):
+        progress({"correct": 1})
+    assert stream.getvalue().splitlines() == ["1/4 images, correct 100.0 %", stream.getvalue().splitlines()[-1]]
+    assert stream.getvalue().splitlines()[-1].startswith("4/4 images")
+
+
+def test_progress_on_a_terminal_uses_keras_progbar_on_that_stream():
+    stream = _Stream(tty=True)
+    progress = _common.Progress(2, stream=stream)
+    progress({"correct": 1})
+    progress({"correct": 1})
+    assert "2/2" in stream.getvalue()
+
+
+def test_ctrl_c_says_how_many_rows_are_saved_and_how_to_resume(model_file, tmp_path, monkeypatch):
+    from tfsmooth import jobs
+
+    real = jobs.predict_dataset
+
+    def interrupted(config, out, on_row=None):
+        def stop_after_one(row):
+            on_row(row)
+            raise KeyboardInterrupt
+
+        return real(config, out, on_row=stop_after_one)
+
+    monkeypatch.setattr(jobs, "predict_dataset", interrupted)
+    out = tmp_path / "p.tsv"
+    result = CliRunner().invoke(cli, ["predict", str(model_file), "--dataset", "cifar10_sample", "--sigma", "0.25",
+                                      "--n", "100", "--batch", "100", "--max", "3", "--out", str(out)])
+    assert result.exit_code == 130
+    assert f"interrupted: 1 of 3 rows are saved in {out}; run the same command again to resume" in result.output
+    assert len(out.read_text().splitlines()) == 2  # header + the saved row

@@ -1,0 +1,105 @@
+"""Argument checks shared by the library, the jobs and the CLI: one home, one wording.
+
+Each check returns the value it accepted (converted to a plain Python type) or raises ValueError
+naming the argument and the expected value, so a bad input never becomes a silent wrong
+certificate. No TensorFlow here (ground floor).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable, Optional
+
+import numpy as np
+
+
+def check_alpha(alpha, name: str = "alpha") -> float:
+    """Validates a failure probability.
+
+    Raises:
+        ValueError: if `alpha` is not a finite number in the open interval (0, 1).
+    """
+    if isinstance(alpha, (bool, str)):
+        raise ValueError(f"{name} must be a number in (0, 1), got {alpha!r}")
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1), got {alpha!r}") from None
+    if not (0.0 < value < 1.0):
+        raise ValueError(f"{name} must be in the open interval (0, 1), got {alpha!r}")
+    return value
+
+
+def check_sigma(sigma, name: str = "sigma") -> float:
+    """Validates a noise level (l2 per pixel on the [0, 1] pixel scale).
+
+    Raises:
+        ValueError: if `sigma` is not a finite number > 0 (a string such as "0.25" is refused).
+    """
+    if isinstance(sigma, (bool, str)):
+        raise ValueError(f"{name} must be a positive number (l2, pixels in [0, 1]), got {sigma!r}")
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number (l2, pixels in [0, 1]), got {sigma!r}") from None
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}")
+    return value
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """Validates an integer such as `n0`, `n`, `batch_size` or a number of steps.
+
+    Raises:
+        ValueError: if `value` is not an integer (bool refused) >= `minimum`.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def is_real(value, minimum: float = -math.inf, *, inclusive: bool = True, maximum: float = math.inf) -> bool:
+    """Whether value is a finite real number (not a bool or a string), >= minimum (> if not inclusive), < maximum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return False
+    return (value >= minimum if inclusive else value > minimum) and value < maximum
+
+
+def check_real(value, name: str, minimum: float = -math.inf, *, inclusive: bool = True,
+               maximum: float = math.inf, unit: str = "") -> float:
+    """Validates a finite real number in [minimum, maximum) ((minimum, maximum) if not inclusive).
+
+    Raises:
+        ValueError: naming `name`, the range and `unit` (e.g. "l2, pixels in [0, 1]").
+    """
+    if not is_real(value, minimum, inclusive=inclusive, maximum=maximum):
+        if minimum != -math.inf and maximum != math.inf:
+            expected = f"a number in {'[' if inclusive else '('}{minimum:g}, {maximum:g})"
+        elif minimum != -math.inf:
+            expected = f"a finite number {'>=' if inclusive else '>'} {minimum:g}"
+        elif maximum != math.inf:
+            expected = f"a finite number < {maximum:g}"
+        else:
+            expected = "a finite number"
+        suffix = f" ({unit})" if unit else ""
+        raise ValueError(f"{name} must be {expected}{suffix}, got {value!r}")
+    return float(value)
+
+
+def check_epsilon(epsilon, name: str = "epsilon") -> float:
+    """Validates an l2 attack radius on the [0, 1] pixel scale: a finite number >= 0."""
+    return check_real(epsilon, name, 0.0, unit="l2, pixels in [0, 1]")
+
+
+def check_choice(value, name: str, choices: Iterable[str]) -> str:
+    """Validates that `value` is one of `choices` (the message lists them)."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def check_optional(value, check, *args, **kwargs) -> Optional[object]:
+    """None, or `check(value, *args, **kwargs)`."""
+    return None if value is None else check(value, *args, **kwargs)

@@ -1,0 +1,247 @@
+"""Counting the base classifier's top-1 labels on noisy copies: the work of PREDICT and CERTIFY.
+
+Cohen, Rosenfeld & Kolter (ICML 2019), Sec. 3.2: PREDICT and CERTIFY need, per input x, the class
+counts of f(x + delta_i) over n independent draws delta_i ~ N(0, sigma^2 I). This module is the one
+home of that work, shared by `tfsmooth.smoothing.SmoothedClassifier` (host loop) and the SavedModel of
+`tfsmooth.export` (a `tf.while_loop`), so both run the same forward passes in the same order:
+
+* **Blocks.** The draws of one (example, stream) are cut into blocks of `noise_block` draws; block b
+  of stream s of the example with key k is `tfsmooth.noise.gaussian_block` under
+  `tfsmooth.noise.block_seeds(seed, k, s, b)`. The last block of a sequence may be partial (`valid`
+  < noise_block draws count; the rest are drawn and discarded). `block_plan` lists an example's
+  blocks, stream by stream in the plan's order: written once, read by both schedulers.
+* **Passes.** A forward pass evaluates `blocks_per_pass(batch_size, noise_block)` blocks, taken in
+  order across the queue of examples (one example's blocks may span passes; several examples may
+  share one). The last pass is padded with dummy blocks (the pass's first image, key 0, stream 0,
+  block 0, no valid draw) to a fixed shape.
+* **sigma is data.** Every image carries its own noise level (float32 [B]), so per-image sigma needs
+  no second path; the scalar-sigma API fills it.
+
+The counts of an example depend only on (seed, key, stream, sigma, noise_block) -- not on the batch
+size, on which other examples share a pass, or on where a resumed run restarted.
+
+Units: pixels float32 in [0, 1]; sigma l2 per pixel on that scale.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Callable, Iterable, Iterator, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfsmooth import noise
+
+Plan = Sequence[Tuple[int, int]]
+"""((stream, number of draws), ...): the draws an example needs, e.g. ((SELECTION, n0), (ESTIMATION, n))."""
+
+
+def blocks_per_pass(batch_size: int, noise_block: int) -> int:
+    """Noise blocks per forward pass: max(1, batch_size // noise_block) (batch_size rounds down)."""
+    return max(1, batch_size // noise_block)
+
+
+def block_plan(plan: Plan, noise_block: int):
+    """An example's blocks in counting order: stream by stream (in `plan` order), block 0, 1, ...
+
+    Args:
+        plan: ((stream, draws), ...), draws >= 1.
+        noise_block: draws per block, >= 1.
+
+    Returns:
+        (stream int64 [T], block_index int64 [T], valid int32 [T]) numpy arrays, T the example's
+        number of blocks; valid = draws of the block that count (noise_block except maybe the last).
+    """
+    streams, index, valid = [], [], []
+    for stream, num in plan:
+        for b in range(math.ceil(num / noise_block)):
+            streams.append(stream)
+            index.append(b)
+            valid.append(min(noise_block, num - b * noise_block))
+    return np.array(streams, np.int64), np.array(index, np.int64), np.array(valid, np.int32)
+
+
+def count_blocks(base_model, images, image_of_block, seeds, valid, sigma, *, block_size, num_classes,
+                 parallel_passes=1):
+    """Top-1 class counts of the base classifier on noisy copies, one count vector per block.
+
+    Args:
+        base_model: callable Keras model, pixels [batch, H, W, C] in [0, 1] -> scores [batch, K].
+        images: float32 [B, H, W, C] in [0, 1].
+        image_of_block: int32 [M], which image each block perturbs.
+        seeds: int64 [M, 2], from `tfsmooth.noise.block_seeds`.
+        valid: int32 [M], how many of the block's draws count (its first `valid` draws; the rest
+            are discarded).
+        sigma: float32 [B], each image's noise level (l2 per pixel, [0, 1] scale), > 0.
+        block_size: draws per block.
+        num_classes: K.
+        parallel_passes: split the M blocks into this many contiguous groups, each its own noise
+            draw and forward pass with no data dependency between them, so TensorFlow's inter-op
+            scheduler runs them at the same time (on a CPU this keeps the cores busier than one
+            large pass whose kernels synchronize all threads). The counts do not depend on it:
+            every block's noise comes from its own seed. Must not exceed M (no empty group).
+
+    Returns:
+        int32 [M, num_classes]: counts of argmax f(x + delta) over the valid draws of each block.
+
+    Raises:
+        ValueError: (at trace time) if the model's output size is known and is not num_classes.
+    """
+    total = tf.shape(seeds)[0]
+    block_sigma = tf.gather(tf.cast(sigma, tf.float32), image_of_block)
+    bounds = [(total * i) // parallel_passes for i in range(parallel_passes + 1)]
+    return tf.concat([
+        _count_group(base_model, images, image_of_block[lo:hi], seeds[lo:hi], valid[lo:hi], block_sigma[lo:hi],
+                     block_size, num_classes)
+        for lo, hi in zip(bounds[:-1], bounds[1:])], axis=0)
+
+
+def _count_group(base_model, images, image_of_block, seeds, valid, block_sigma, block_size, num_classes):
+    image_shape = images.shape[1:]
+    delta = noise.gaussian_blocks(seeds, block_size, image_shape, block_sigma)
+    noisy = tf.gather(images, image_of_block)[:, None] + delta
+    logits = base_model(tf.reshape(noisy, [-1, *image_shape]), training=False)
+    if logits.shape[-1] is not None and logits.shape[-1] != num_classes:
+        raise ValueError(f"the base model outputs {logits.shape[-1]} class scores, expected num_classes={num_classes}")
+    top1 = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int32), [-1, block_size])
+    mask = tf.range(block_size)[None, :] < valid[:, None]
+    one_hot = tf.one_hot(top1, num_classes, dtype=tf.int32) * tf.cast(mask, tf.int32)[..., None]
+    return tf.reduce_sum(one_hot, axis=1)
+
+
+def pass_function(base_model, image_shape, *, noise_block: int, num_classes: int, parallel_passes: int):
+    """A compiled forward pass of the host scheduler (`iter_counts`).
+
+    Returns:
+        A `tf.function` (images float32 [B, H, W, C], image_of_block int32 [M], keys int64 [M],
+        streams int64 [M], block_index int64 [M], valid int32 [M], sigma float32 [B], seed int64 [])
+        -> int32 [M, num_classes], traced once per image shape.
+    """
+    spec = [tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64)]
+
+    @tf.function(input_signature=spec)
+    def count(images, image_of_block, keys, streams, block_index, valid, sigma, seed):
+        seeds = noise.block_seeds(seed, keys, streams, block_index)
+        return count_blocks(base_model, images, image_of_block, seeds, valid, sigma, block_size=noise_block,
+                            num_classes=num_classes, parallel_passes=parallel_passes)
+
+    return count
+
+
+def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *, noise_block: int,
+                batch_size: int, num_classes: int, seed: int,
+                run_pass: Callable[..., np.ndarray]) -> Iterator[Tuple[int, dict]]:
+    """The host scheduler: yields (key, {stream: int64 [K] counts}) per example, in input order.
+
+    Examples are read lazily: the queue holds at most one pass of blocks, so a stream of any length
+    runs in constant memory and an example is yielded as soon as its last block is counted.
+
+    Args:
+        examples: (key, image float32 [H, W, C] in [0, 1], sigma > 0) triples, already validated.
+        plan: the draws of every example (`Plan`).
+        noise_block, batch_size, num_classes: as in `SmoothedClassifier`.
+        seed: int in [0, 2**63).
+        run_pass: the pass of `pass_function` (or any callable of the same signature returning
+            something with `.numpy()` or an array).
+    """
+    per_pass = blocks_per_pass(batch_size, noise_block)
+    streams_t, index_t, valid_t = block_plan(plan, noise_block)
+    pending = collections.deque()  # (slot, stream, block_index, valid)
+    open_jobs = collections.OrderedDict()  # slot -> [key, image, sigma, counts, blocks left]
+    examples = iter(examples)
+    next_slot, exhausted = 0, False
+    while True:
+        while len(pending) < per_pass and not exhausted:
+            try:
+                key, image, sigma = next(examples)
+            except StopIteration:
+                exhausted = True
+                break
+            pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
+            counts = {stream: np.zeros(num_classes, np.int64) for stream, _ in plan}
+            open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t)]
+            next_slot += 1
+        if not pending:
+            return
+        take = [pending.popleft() for _ in range(min(per_pass, len(pending)))]
+        out = _host_pass(open_jobs, take, per_pass, seed, run_pass)
+        for row, (slot, stream, _, _) in zip(out, take):
+            open_jobs[slot][3][int(stream)] += row
+            open_jobs[slot][4] -= 1
+        while open_jobs and next(iter(open_jobs.values()))[4] == 0:
+            key, _, _, counts, _ = open_jobs.popitem(last=False)[1]
+            yield key, counts
+
+
+def _host_pass(open_jobs, take, per_pass, seed, run_pass):
+    slots = sorted({t[0] for t in take})
+    local = {s: i for i, s in enumerate(slots)}
+    images = np.stack([open_jobs[s][1] for s in slots])
+    sigma = np.array([open_jobs[s][2] for s in slots], np.float32)
+    pad = per_pass - len(take)  # pad to a fixed shape: a single trace of the graph
+    image_of_block = np.array([local[t[0]] for t in take] + [0] * pad, np.int32)
+    keys = np.array([open_jobs[t[0]][0] for t in take] + [0] * pad, np.int64)
+    streams = np.array([t[1] for t in take] + [0] * pad, np.int64)
+    block_index = np.array([t[2] for t in take] + [0] * pad, np.int64)
+    valid = np.array([t[3] for t in take] + [0] * pad, np.int32)
+    out = run_pass(images, image_of_block, keys, streams, block_index, valid, sigma, np.int64(seed))
+    return np.asarray(out)[: len(take)].astype(np.int64)
+
+
+def graph_counts(base_model, images, sigma, seed, plan: Plan, *, noise_block: int, batch_size: int,
+                 num_classes: int):
+    """Class counts per image and stream in the graph, as `iter_counts` with keys 0..B-1.
+
+    The same passes as the host scheduler run one at a time in a `tf.while_loop`, so each forward
+    pass sees the library's tensor. One exception cuts latency: a request with fewer blocks than one
+    pass runs a single unpadded pass (e.g. one image, n = 100, batch_size = 1,000: 100 noisy copies
+    instead of 1,000). The noise is the same; only the base model's batch size differs, which changes
+    no logit bit on CPU in our tests.
+
+    Args:
+        base_model: callable, float32 [N, H, W, C] -> scores [N, K].
+        images: float32 [B, H, W, C] in [0, 1], static image shape.
+        sigma: float32 [B], each image's noise level.
+        seed: int64 scalar.
+        plan, noise_block, batch_size, num_classes: as in `iter_counts`.
+
+    Returns:
+        {stream: int64 [B, K]}.
+    """
+    streams_t, index_t, valid_t = block_plan(plan, noise_block)
+    per_image = len(streams_t)
+    batch = tf.shape(images)[0]
+    image_of_block = tf.repeat(tf.range(batch), per_image)
+    total = batch * per_image
+    per_pass = tf.clip_by_value(total, 1, blocks_per_pass(batch_size, noise_block))
+    passes = (total + per_pass - 1) // per_pass
+    pad = passes * per_pass - total
+    pad_image = tf.gather(tf.concat([image_of_block, [0]], 0), tf.maximum(passes - 1, 0) * per_pass)
+    padded = lambda x, value: tf.concat([x, tf.fill([pad], tf.cast(value, x.dtype))], 0)  # noqa: E731
+    image_of_block = padded(image_of_block, pad_image)
+    keys = padded(tf.cast(tf.repeat(tf.range(batch), per_image), tf.int64), 0)
+    streams = padded(tf.tile(streams_t, [batch]), 0)
+    block_index = padded(tf.tile(index_t, [batch]), 0)
+    valid = padded(tf.tile(valid_t, [batch]), 0)
+
+    def one_pass(p, results):
+        part = slice(p * per_pass, (p + 1) * per_pass)
+        seeds = noise.block_seeds(seed, keys[part], streams[part], block_index[part])
+        counts = count_blocks(base_model, images, image_of_block[part], seeds, valid[part], sigma,
+                              block_size=noise_block, num_classes=num_classes)
+        return p + 1, results.write(p, counts)
+
+    results = tf.TensorArray(tf.int32, size=passes, element_shape=[None, num_classes])
+    _, results = tf.while_loop(lambda p, _: p < passes, one_pass, (tf.constant(0), results),
+                               parallel_iterations=1)
+    counts = tf.reshape(results.concat()[:total], [batch, per_image, num_classes])
+    out, start = {}, 0
+    for stream, num in plan:
+        blocks = math.ceil(num / noise_block)
+        out[stream] = tf.cast(tf.reduce_sum(counts[:, start:start + blocks], axis=1), tf.int64)
+        start += blocks
+    return out

@@ -1,0 +1,89 @@
+"""Run records: what identifies a job's results, stored beside them and checked on resume.
+
+A certify / predict / attack TSV keeps its record in `<out>.json` (`tfsmooth.results.ResultsWriter`);
+a resumed run must have the same record, so rows of different runs never mix in one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import tensorflow as tf
+
+from tfsmooth import data, files
+from tfsmooth.models.io import load_base_model
+
+NOISE_SCHEME = 2
+"""Version of the noise layout of `tfsmooth.noise` (2: a domain tag per use, issue 10). Rows written
+under another scheme drew other noise for the same (seed, idx), so they cannot be continued."""
+
+
+def device_kind() -> str:
+    """"gpu" when TensorFlow sees a GPU (the counting path then runs there), else "cpu".
+
+    Counts are bitwise independent of the batch size on CPU; on a GPU, kernel choice may depend on
+    the batch shape, so the device is part of the record and a resume on another kind is refused.
+    """
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def run_record(config, kind: str, omit) -> dict:
+    """The fields of an evaluation config that identify its results.
+
+    Adds the model's absolute path and the SHA-256 of its bytes (`model_sha256`: a file overwritten in
+    place, e.g. `train`'s base_model.keras after each epoch, is another model), `data_source` (the
+    files the images are read from, `tfsmooth.data.data_source`, after $TFSMOOTH_DATA_DIR, so a resume
+    refuses rows whose idx referred to images of another source), `noise_scheme` and `device`; leaves
+    out data_dir (where the same images come from) and the fields in `omit`.
+    """
+    record = dataclasses.asdict(config)
+    record["model"] = os.path.abspath(config.model)
+    record["model_sha256"] = files.file_sha256(config.model)
+    record["data_source"] = data.data_source(config.dataset, config.data_dir)
+    for name in ["data_dir", *omit]:
+        record.pop(name)
+    record["kind"] = kind
+    record["noise_scheme"] = NOISE_SCHEME
+    record["device"] = device_kind()
+    return record
+
+
+def load_recorded_model(config, make_record: Callable[[], dict]):
+    """(`load_base_model(config.model)`, `make_record()`), the record's model_sha256 being the loaded file's.
+
+    The file is hashed before and after the load: one replaced in between (e.g. by `train` after an
+    epoch, when a run still training is certified) is refused rather than recorded under the wrong hash.
+
+    Raises:
+        FileNotFoundError / ValueError: a missing or unloadable model, or one replaced during the load.
+    """
+    before = files.file_sha256(config.model) if os.path.isfile(config.model) else None
+    base = load_base_model(config.model)
+    record = make_record()
+    if record["model_sha256"] != before:
+        raise ValueError(f"model file {config.model} was replaced while it was being loaded (e.g. by `train` "
+                         "after an epoch); run again")
+    return base, record
+
+
+def check_resumable(out: str, record: dict) -> None:
+    """Refuses, in one line, a result file written under another noise scheme (older tfsmooth).
+
+    Other differences are reported by `tfsmooth.results.ResultsWriter`, field by field.
+
+    Raises:
+        ValueError: if `out` exists with a record whose `noise_scheme` is not `record`'s.
+    """
+    sidecar = out + ".json"
+    if not (os.path.exists(out) and os.path.isfile(sidecar)):
+        return
+    try:
+        found = files.read_json(sidecar)
+    except ValueError:
+        return  # ResultsWriter reports a damaged sidecar
+    if isinstance(found, dict) and found.get("noise_scheme") != record["noise_scheme"]:
+        raise ValueError(f"{out} was written by an older tfsmooth (noise scheme {found.get('noise_scheme', 1)}, "
+                         f"this version draws scheme {record['noise_scheme']}): its rows cannot be continued; "
+                         "write to a new --out (or delete the file and its .json to start over)")

@@ -1,0 +1,356 @@
+"""Training a base classifier for randomized smoothing: the `train` job, resumable from checkpoints.
+
+Gaussian data augmentation (Cohen et al. 2019, Sec. 3.3 and App. B; METHODS.md §1) or SmoothAdv
+adversarial training (Salman et al. 2019, Pseudocode 1; METHODS.md §2), from scratch or fine-tuned
+from a saved model (`init_from`), optionally with self-training on pseudo-labels
+(`tfsmooth.jobs.self_training`). The job stores its frozen, validated `TrainConfig` as config.json
+beside the checkpoints, so a run can be reproduced from its outputs and resumed where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from tfsmooth import checks, data, files, models
+from tfsmooth.jobs.self_training import parse_source, pseudo_labeled_data
+from tfsmooth.models.io import load_base_model, replace_head
+from tfsmooth.training import SMOOTHADV_ATTACKS, GaussianAugmentedModel, SmoothAdvModel
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.keras"
+STATE_FILE = "train_state.json"
+BASE_MODEL_FILE = "base_model.keras"
+LOG_FILE = "log.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Configuration of `train` (recipe of Cohen et al. 2019, App. B; METHODS.md §1).
+
+    Attributes:
+        dataset: data set name for `tfsmooth.data.load_dataset` ("cifar10", "cifar10_sample").
+        arch: one of `tfsmooth.models.ARCHITECTURES`.
+        sigma: Gaussian augmentation noise level (l2, [0, 1] pixel scale), > 0.
+        epochs: total epochs (a resumed run continues up to this number).
+        batch: training batch size.
+        lr: initial SGD learning rate; multiplied by `lr_gamma` every `lr_step` epochs.
+        lr_step, lr_gamma, momentum: step schedule and SGD momentum.
+        weight_decay: coupled L2 weight decay on kernels.
+        seed: seeds weights, data order, augmentation and noise.
+        data_dir: local CIFAR-10 binary directory (else TFSMOOTH_DATA_DIR, else tfds).
+        val_examples: test-split examples evaluated under noise after each epoch (0: none).
+        method: "gaussian" (Gaussian data augmentation, Cohen et al.) or "smoothadv" (SmoothAdv
+            adversarial training, Salman et al. 2019, Pseudocode 1; `SmoothAdvModel`).
+        attack, epsilon, num_steps, num_noise_vec, warmup_epochs, multi_noise: SmoothAdv only
+            (None for "gaussian"); None under "smoothadv" takes the paper's typical CIFAR-10 run
+            (METHODS.md §2): "pgd", 0.25, 10, 2, 10, True. epsilon is l2 on the [0, 1] scale.
+        init_from: a `.keras` model to fine-tune instead of a fresh `arch` (its architecture must
+            match `arch` when it is one of ours; a new classification head replaces the last Dense
+            layer when its number of classes differs). Loaded layers keep their saved weight decay.
+        unlabeled: self-training source "DATASET[:SPLIT]" (split default "train"; a test split is
+            refused), whose images are trained on with the labels of `pseudo_labels`.
+        pseudo_labels: `.npz` written by `pseudo_label` for `unlabeled`.
+        self_training_weight: sample weight of the pseudo-labeled examples (> 0; default 1.0).
+        train_examples: use only the first this many labeled training examples (0: all).
+    """
+
+    dataset: str = "cifar10"
+    arch: str = "cifar_resnet20"
+    sigma: float = 0.25
+    epochs: int = 90
+    batch: int = 256
+    lr: float = 0.1
+    lr_step: int = 30
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    data_dir: Optional[str] = None
+    val_examples: int = 1000
+    method: str = "gaussian"
+    attack: Optional[str] = None
+    epsilon: Optional[float] = None
+    num_steps: Optional[int] = None
+    num_noise_vec: Optional[int] = None
+    warmup_epochs: Optional[int] = None
+    multi_noise: Optional[bool] = None
+    init_from: Optional[str] = None
+    unlabeled: Optional[str] = None
+    pseudo_labels: Optional[str] = None
+    self_training_weight: Optional[float] = None
+    train_examples: int = 0
+
+    def __post_init__(self):
+        checks.check_sigma(self.sigma)
+        checks.check_count(self.epochs, "epochs")
+        checks.check_count(self.batch, "batch")
+        checks.check_count(self.lr_step, "lr_step")
+        checks.check_count(self.val_examples, "val_examples", minimum=0)
+        checks.check_count(self.seed, "seed", minimum=0)
+        if self.arch not in models.ARCHITECTURES:
+            raise ValueError(f"arch must be one of {', '.join(models.ARCHITECTURES)}; got {self.arch!r}")
+        for name in ("lr", "lr_gamma"):
+            if not checks.is_real(getattr(self, name), 0, inclusive=False):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        if not (0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not checks.is_real(self.weight_decay, 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        _check_method_fields(self)
+        _check_extra_data_fields(self)
+
+    def resumable_with(self, other: "TrainConfig") -> list:
+        """Names of fields that differ from `other`, apart from `epochs` (which may grow)."""
+        a, b = dataclasses.asdict(self), dataclasses.asdict(other)
+        return [k for k in a if k != "epochs" and a[k] != b[k]]
+
+
+class _EpochState(keras.callbacks.Callback):
+    """Adds the epoch's duration to the logs; after each epoch, saves the run's files (`_save_epoch`)."""
+
+    def __init__(self, outdir: str):
+        super().__init__()
+        self.outdir = outdir
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+        self._start_steps = int(self.model.optimizer.iterations)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.time() - self._start
+        steps_per_epoch = int(self.model.optimizer.iterations) - self._start_steps
+        _save_epoch(self.model, self.outdir, epoch + 1, steps_per_epoch)
+
+
+def _save_epoch(model, outdir: str, epochs_done: int, steps_per_epoch: int, *, checkpoint: bool = True):
+    """Replaces checkpoint.keras, base_model.keras, then train_state.json, each atomically.
+
+    A crash between them leaves the later files one epoch behind the checkpoint; `_resume` counts
+    the epochs from the checkpoint and rewrites them (`checkpoint=False`).
+    """
+    if checkpoint:
+        files.atomic_write(os.path.join(outdir, CHECKPOINT_FILE), model.save)
+    files.atomic_write(os.path.join(outdir, BASE_MODEL_FILE), model.base_model.save)
+    files.write_json(os.path.join(outdir, STATE_FILE), {"epochs_done": epochs_done, "steps_per_epoch": steps_per_epoch})
+
+
+def _read_train_config(path: str) -> TrainConfig:
+    """The TrainConfig of a run's config.json; ValueError naming the file if it is not one."""
+    fields = files.read_json(path)
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path} must hold a JSON object of TrainConfig fields, got {type(fields).__name__}")
+    unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"{path} has unknown keys {', '.join(unknown)}: not a config.json written by `train`")
+    try:
+        return TrainConfig(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _read_train_state(outdir: str) -> Optional[dict]:
+    """train_state.json of a run with a checkpoint, checked; None when there is nothing to resume.
+
+    Without a state file (a crash before the first one was written) training starts over.
+    """
+    path = os.path.join(outdir, STATE_FILE)
+    if not (os.path.exists(path) and os.path.exists(os.path.join(outdir, CHECKPOINT_FILE))):
+        return None
+    state = files.read_json(path)
+    for key in ("epochs_done", "steps_per_epoch"):
+        value = state.get(key) if isinstance(state, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path}: {key} must be an integer >= 1, got {value!r} (the file is damaged or "
+                             "was written by an older tfsmooth; use another --outdir)")
+    return state
+
+
+def _resume(outdir: str, state: dict):
+    """(training model, epochs done) from the checkpoint of `outdir`.
+
+    The checkpoint alone says how far training got: epochs done = its optimizer's step count over the
+    steps per epoch (a constant of the configuration, recorded in the state). Counting from the state
+    instead would train an epoch twice after a crash between writing the checkpoint and the state
+    (`_save_epoch`); the state may lag by that one epoch, then it and base_model.keras are rewritten.
+    A checkpoint that does not fit the state is refused before anything is written.
+    """
+    path = os.path.join(outdir, CHECKPOINT_FILE)
+    try:
+        model = keras.models.load_model(path)
+    except Exception as err:  # Keras raises many types for a bad archive
+        raise ValueError(f"cannot load the training checkpoint {path}: {err}") from None
+    steps = int(model.optimizer.iterations)
+    epochs_done, rest = divmod(steps, state["steps_per_epoch"])
+    if rest or epochs_done not in (state["epochs_done"], state["epochs_done"] + 1):
+        raise ValueError(f"{path} holds {steps} optimizer steps, which is not {state['epochs_done']} or one more "
+                         f"epochs of {state['steps_per_epoch']} steps as {STATE_FILE} says: the files come from "
+                         "different runs; use another --outdir")
+    if epochs_done != state["epochs_done"]:
+        _save_epoch(model, outdir, epochs_done, state["steps_per_epoch"], checkpoint=False)
+    return model, epochs_done
+
+
+def train(config: TrainConfig, outdir: str, *, verbose: int = 1) -> keras.Model:
+    """Trains a base classifier (Gaussian augmentation or SmoothAdv, `config.method`); resumes from `outdir`.
+
+    Writes in `outdir`: `config.json`, `base_model.keras` (the base classifier, loadable with plain
+    `keras.models.load_model`), `checkpoint.keras` (model + optimizer state), `train_state.json`
+    (`epochs_done`, `steps_per_epoch`) and `log.csv` (one row per epoch). If `outdir` already holds
+    a run, training continues after the last epoch saved in its checkpoint (the data order of a
+    resumed epoch differs from an uninterrupted run).
+
+    Returns:
+        The trained base classifier.
+
+    Raises:
+        ValueError: if `outdir` holds a run with a different configuration (other than `epochs`),
+            or a config.json, train_state.json or checkpoint that is damaged or from another run;
+            a refused run writes nothing.
+    """
+    config_path = os.path.join(outdir, CONFIG_FILE)
+    if os.path.exists(config_path):
+        previous = _read_train_config(config_path)
+        diff = config.resumable_with(previous)
+        if diff:
+            raise ValueError(
+                f"{outdir} holds a run with a different configuration ({', '.join(f'{k}: {getattr(previous, k)!r} there, {getattr(config, k)!r} now' for k in diff)}); "
+                "use another --outdir")
+    state = _read_train_state(outdir)
+    _check_train_files(config)  # before anything is written (even outdir): a refused run leaves no trace
+    info = data.dataset_info(config.dataset, config.data_dir)
+    keras.utils.set_random_seed(config.seed)
+    model, epochs_done = _resume(outdir, state) if state is not None else (None, 0)
+    os.makedirs(outdir, exist_ok=True)
+    files.write_json(config_path, dataclasses.asdict(config))
+
+    if model is None:
+        model = _training_model(config, _initial_base_model(config, info.num_classes))
+        model.compile(
+            optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    if epochs_done >= config.epochs:
+        return model.base_model
+
+    train_ds = _training_data(config, info.num_classes)
+    val_ds = None
+    if config.val_examples:
+        val_ds = data.load_dataset(config.dataset, "test", config.data_dir).take(config.val_examples).batch(500)
+
+    def schedule(epoch, lr):
+        return config.lr * config.lr_gamma ** (epoch // config.lr_step)
+
+    model.fit(
+        train_ds,
+        epochs=config.epochs,
+        initial_epoch=epochs_done,
+        validation_data=val_ds,
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles, seeded
+        callbacks=[
+            keras.callbacks.LearningRateScheduler(schedule),
+            _EpochState(outdir),
+            keras.callbacks.CSVLogger(os.path.join(outdir, LOG_FILE), append=True),
+        ],
+    )
+    return model.base_model
+
+
+METHODS = ("gaussian", "smoothadv")
+SMOOTHADV_DEFAULTS = {"attack": "pgd", "epsilon": 0.25, "num_steps": 10, "num_noise_vec": 2, "warmup_epochs": 10,
+                      "multi_noise": True}
+"""The typical from-scratch CIFAR-10 run of Salman et al. 2019 (METHODS.md §2), filled in for None."""
+
+
+def _check_method_fields(config: TrainConfig):
+    """Validates the SmoothAdv fields of a TrainConfig; fills None with SMOOTHADV_DEFAULTS."""
+    if config.method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {config.method!r}")
+    if config.method == "gaussian":
+        given = [name for name in SMOOTHADV_DEFAULTS if getattr(config, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for method='smoothadv', got method='gaussian'")
+        return
+    for name, default in SMOOTHADV_DEFAULTS.items():
+        if getattr(config, name) is None:
+            object.__setattr__(config, name, default)
+    if config.attack not in SMOOTHADV_ATTACKS:
+        raise ValueError(f"attack must be one of {', '.join(SMOOTHADV_ATTACKS)}; got {config.attack!r}")
+    checks.check_epsilon(config.epsilon)
+    checks.check_count(config.num_steps, "num_steps")
+    checks.check_count(config.num_noise_vec, "num_noise_vec")
+    checks.check_count(config.warmup_epochs, "warmup_epochs")
+    if not isinstance(config.multi_noise, bool):
+        raise ValueError(f"multi_noise must be True or False, got {config.multi_noise!r}")
+
+
+def _check_extra_data_fields(config: TrainConfig):
+    """Validates train_examples, init_from and the self-training fields; stores absolute paths."""
+    checks.check_count(config.train_examples, "train_examples", minimum=0)
+    if config.init_from is not None:
+        object.__setattr__(config, "init_from", os.path.abspath(config.init_from))
+    if (config.unlabeled is None) != (config.pseudo_labels is None):
+        raise ValueError("unlabeled and pseudo_labels must be given together (self-training), got "
+                         f"unlabeled={config.unlabeled!r}, pseudo_labels={config.pseudo_labels!r}")
+    if config.unlabeled is None:
+        if config.self_training_weight is not None:
+            raise ValueError("self_training_weight applies only with unlabeled and pseudo_labels")
+        return
+    object.__setattr__(config, "unlabeled", ":".join(parse_source(config.unlabeled)))
+    object.__setattr__(config, "pseudo_labels", os.path.abspath(config.pseudo_labels))
+    weight = 1.0 if config.self_training_weight is None else config.self_training_weight
+    if not checks.is_real(weight, 0, inclusive=False):
+        raise ValueError(f"self_training_weight must be a finite number > 0, got {weight!r}")
+    object.__setattr__(config, "self_training_weight", float(weight))
+
+
+def _check_train_files(config: TrainConfig):
+    """Loads init_from and pseudo_labels once, so that a bad file is refused before anything is written."""
+    num_classes = data.dataset_info(config.dataset, config.data_dir).num_classes
+    if config.init_from is not None:
+        _initial_base_model(config, num_classes)
+    if config.unlabeled is not None:
+        pseudo_labeled_data(config.unlabeled, config.pseudo_labels, config.data_dir, num_classes)
+
+
+def _initial_base_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """A fresh `arch`, or the model of `init_from` (with a new head if its class count differs)."""
+    if config.init_from is None:
+        return models.get_model(config.arch, num_classes, weight_decay=config.weight_decay)
+    base = load_base_model(config.init_from)
+    if base.name in models.ARCHITECTURES and base.name != config.arch:
+        raise ValueError(f"init_from {config.init_from} holds a {base.name}, but arch is {config.arch!r}; "
+                         f"pass arch={base.name!r}")
+    return replace_head(base, num_classes, weight_decay=config.weight_decay, source=f"init_from {config.init_from}")
+
+
+def _training_model(config: TrainConfig, base: keras.Model) -> keras.Model:
+    if config.method == "smoothadv":
+        return SmoothAdvModel(base, config.sigma, attack=config.attack, epsilon=config.epsilon,
+                              num_steps=config.num_steps, num_noise_vec=config.num_noise_vec,
+                              warmup_epochs=config.warmup_epochs, multi_noise=config.multi_noise, seed=config.seed)
+    return GaussianAugmentedModel(base, config.sigma, seed=config.seed)
+
+
+def _training_data(config: TrainConfig, num_classes: int):
+    """Batches of (images, labels) or, with self-training, (images, labels, sample weights)."""
+    labeled = data.load_dataset(config.dataset, "train", config.data_dir)
+    if config.train_examples:
+        labeled = labeled.take(config.train_examples)
+    if config.unlabeled is None:
+        return data.training_pipeline(labeled, config.batch, seed=config.seed)
+    # The label slot carries (label, weight) through the shared pipeline; weight 1 for real labels.
+    mixed = labeled.map(lambda x, y: (x, (y, tf.constant(1.0)))).concatenate(
+        pseudo_labeled_data(config.unlabeled, config.pseudo_labels, config.data_dir, num_classes).map(
+            lambda x, y: (x, (y, tf.constant(config.self_training_weight)))))
+    batches = data.training_pipeline(mixed, config.batch, seed=config.seed,
+                                     shuffle_buffer=max(1, int(mixed.cardinality())))
+    return batches.map(lambda x, label_weight: (x, *label_weight))

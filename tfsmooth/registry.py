@@ -1,0 +1,33 @@
+"""The names of tfsmooth's choices, spelled once (ground floor: no TensorFlow, cheap to import).
+
+The library modules key their implementations by these names (`tfsmooth.attacks.ATTACKS`,
+`tfsmooth.training.METHODS`, ...) and check at import that they cover exactly these; the jobs
+validate configurations against them and the CLI offers them as `click.Choice`s without importing
+TensorFlow (so `tfsmooth --help` stays fast).
+"""
+
+SMOOTHADV_ATTACKS = ("pgd", "ddn")
+"""Attacks on the smoothed soft classifier (Salman et al. 2019, Sec. 3): `attacks.smooth_adv_pgd`,
+`attacks.smooth_adv_ddn`. Training (SmoothAdv) uses these."""
+
+EVALUATION_ATTACKS = (*SMOOTHADV_ATTACKS, "base-pgd")
+"""Attacks of `tfsmooth attack`: the SmoothAdv ones and vanilla l2 PGD on the base classifier
+(`attacks.pgd`; the baseline of Salman et al. 2019, Sec. 4.3)."""
+
+ESTIMATORS = ("plug_in", "stein")
+"""Gradient estimators of SmoothAdv-PGD: eq. (6) by automatic differentiation, or Stein's eq. (7)."""
+
+TRAINING_METHODS = ("gaussian", "smoothadv")
+"""Training methods: Gaussian data augmentation (Cohen et al. 2019) and SmoothAdv (Salman et al. 2019)."""
+
+ARCHITECTURES = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "small_cnn")
+"""Base classifier architectures of `tfsmooth.models.get_model`."""
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+"""Arithmetic of the counting path (`tfsmooth.models.folding.InferenceView`)."""
+
+
+def check_covers(implemented, names, what: str) -> None:
+    """Raises AssertionError (at import of the implementing module) unless it implements exactly `names`."""
+    if tuple(sorted(implemented)) != tuple(sorted(names)):
+        raise AssertionError(f"{what} implements {sorted(implemented)}, tfsmooth.registry names {sorted(names)}")
