@@ -7,7 +7,7 @@ CIFAR ResNet-20 (the architecture is checked weight for weight, see `certify_thr
 (lr 0.1, momentum 0.9, coupled weight decay 1e-4), cross-entropy, and a per-step accuracy:
 
 * tfsmooth: `SmoothAdvModel(models.cifar_resnet(20, weight_decay=1e-4), sigma, attack="pgd",
-  epsilon, num_steps=T, num_noise_vec=m)` compiled as `tfsmooth.runs.train` does it and driven by
+  epsilon, num_steps=T, num_noise_vec=m)` compiled as `tfsmooth.jobs.train.train` does it and driven by
   `fit` over an in-memory `tf.data` pipeline of random images; a run is one `fit` call of
   `steps + 1` steps, timed by a callback from the end of its first step to the end of its last,
   so the per-call set-up and tear-down of `fit` (paid once per epoch in real training) is left out;

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 import click
 
@@ -35,11 +36,24 @@ ARCHITECTURE = click.Choice(registry.ARCHITECTURES)
 
 @contextlib.contextmanager
 def library_errors():
-    """Turns the library's argument and file errors into click errors (message, exit 1, no traceback)."""
+    """Turns the library's argument and file errors into click errors (message, exit 1, no traceback),
+    and prints tfsmooth's warnings (e.g. a sigma in the wrong units) as one "Warning: ..." line on stderr."""
+    from tfsmooth import checks  # light (no TensorFlow)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, checks.ScaleWarning):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    default_show = warnings.showwarning
+    warnings.showwarning = show
     try:
         yield
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
         raise click.ClickException(str(err)) from None
+    finally:
+        warnings.showwarning = default_show
 
 
 def quiet_tensorflow():

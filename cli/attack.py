@@ -39,9 +39,10 @@ from tfsmooth.cli._common import (ALPHA, COUNT, ESTIMATOR, EVALUATION_ATTACK, MA
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output TSV; rerunning on it resumes.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True,
               help="Fixes the attack's and PREDICT's noise of every example (with its index).")
+@click.option("--restart", is_flag=True, default=False, help="Delete OUT and its record and start over instead of resuming.")
 @data_options
 def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, gamma, init_norm, n, alpha, batch,
-           attack_batch, skip, max_index, out, seed, dataset, split, data_dir):
+           attack_batch, skip, max_index, out, seed, restart, dataset, split, data_dir):
     """Empirical robust accuracy of the smoothed classifier of MODEL (a base classifier .keras file).
 
     Per selected image: SmoothAdv attack of radius EPSILON on the smoothed soft classifier
@@ -58,9 +59,9 @@ def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, g
                                    estimator=estimator, gamma=gamma, init_norm=init_norm, n=n, alpha=alpha,
                                    batch=batch, attack_batch=attack_batch, skip=skip, max=max_index, seed=seed,
                                    data_dir=data_dir)
-        progress = Progress(jobs.selected_count(config), done=rows_done(out))
+        progress = Progress(jobs.selected_count(config), done=0 if restart else rows_done(out))
         with resumable(out, progress):
-            written = jobs.attack_dataset(config, out, on_row=progress)
+            written = jobs.attack_dataset(config, out, on_row=progress, restart=restart)
         summary = analysis.summarize([out], [0.0])
     click.echo(f"\n{written} new rows; {out} holds {summary[out]['count']} rows")
     click.echo(analysis.format_table(summary, [0.0], "table"))

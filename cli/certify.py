@@ -24,6 +24,8 @@ def _common_options(function):
         click.option("--out", type=click.Path(dir_okay=False), required=True,
                      help="Output TSV; rerunning on it resumes."),
         click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True),
+        click.option("--restart", is_flag=True, default=False,
+                     help="Delete OUT and its record and start over instead of resuming."),
         click.option("--compute-dtype", type=COMPUTE_DTYPE, default="float32",
                      show_default=True,
                      help="Arithmetic of the noisy forward passes; bfloat16 is ~2x faster on CPUs with "
@@ -33,7 +35,8 @@ def _common_options(function):
     return data_options(function)
 
 
-def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir):
+def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
+         data_dir):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
@@ -42,9 +45,9 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, co
                                     alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
                                     data_dir=data_dir, compute_dtype=compute_dtype)
         job = jobs.certify_dataset if kind == "certify" else jobs.predict_dataset
-        progress = Progress(jobs.selected_count(config), done=rows_done(out))
+        progress = Progress(jobs.selected_count(config), done=0 if restart else rows_done(out))
         with resumable(out, progress):
-            written = job(config, out, on_row=progress)
+            written = job(config, out, on_row=progress, restart=restart)
         summary = analysis.summarize([out], SUMMARY_RADII)
     click.echo(f"\n{written} new rows; {out} holds {summary[out]['count']} rows")
     click.echo(analysis.format_table(summary, SUMMARY_RADII, "table"))
@@ -54,23 +57,26 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, co
 @_common_options
 @click.option("--n0", type=COUNT, default=100, show_default=True, help="Selection draws.")
 @click.option("--n", type=COUNT, default=100_000, show_default=True, help="Estimation draws.")
-def certify(model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir):
+def certify(model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
+            data_dir):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
     its probability on N fresh draws (Clopper-Pearson, 1 - ALPHA), radius = sigma * Phi^-1(p_a_lower)
     or abstain (-1). Writes `idx label predict radius correct time`, one flushed row per example.
     """
-    _run("certify", model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir)
+    _run("certify", model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
+         data_dir)
 
 
 @click.command()
 @_common_options
 @click.option("--n", type=COUNT, default=1000, show_default=True, help="Noisy draws.")
-def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir):
+def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split, data_dir):
     """Predict with the smoothed classifier of MODEL on a data set (PREDICT, Cohen et al. 2019).
 
     Abstains (-1) unless a two-sided binomial test separates the top two classes at level ALPHA.
     Writes `idx label predict correct time`.
     """
-    _run("predict", model, sigma, 1, n, alpha, batch, skip, max_index, out, seed, compute_dtype, dataset, split, data_dir)
+    _run("predict", model, sigma, 1, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
+         data_dir)

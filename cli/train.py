@@ -35,6 +35,8 @@ def _smoothadv_options(function):
                      help="Self-training: .npz written by `tfsmooth pseudo-label` for --unlabeled."),
         click.option("--self-training-weight", type=POSITIVE, default=None,
                      help="Self-training: weight of the pseudo-labeled examples' loss (default 1.0)."),
+        click.option("--restart", is_flag=True, default=False,
+                     help="Delete the run's files in OUTDIR and start over instead of resuming."),
         click.option("--train-examples", type=NON_NEGATIVE, default=0, show_default=True,
                      help="Use only the first this many labeled training images (0: all)."),
     ]
@@ -77,9 +79,19 @@ def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_dec
     quiet_tensorflow()
     from tfsmooth import jobs
 
+    method_options = {name: smoothadv.pop(name) for name in ("attack", "epsilon", "num_steps", "num_noise_vec",
+                                                             "warmup_epochs", "multi_noise")}
+    restart = smoothadv.pop("restart")
     with library_errors():
+        method = smoothadv.pop("method")
         config = jobs.TrainConfig(dataset=dataset, arch=arch, sigma=sigma, epochs=epochs, batch=batch, lr=lr,
                                   lr_step=lr_step, momentum=momentum, weight_decay=weight_decay, seed=seed,
-                                  data_dir=data_dir, val_examples=val_examples, **smoothadv)
-        jobs.train.train(config, outdir, verbose=1 if click.get_text_stream("stdout").isatty() else 2)
+                                  data_dir=data_dir, val_examples=val_examples, method=method,
+                                  method_config=jobs.train.method_config_for(method, **method_options), **smoothadv)
+        done = 0 if restart else jobs.train.epochs_done(outdir)
+        if done >= epochs:
+            click.echo(f"nothing to do: {outdir} already holds {done} of {epochs} epochs (raise --epochs to train on, "
+                       "or --restart to start over)")
+        jobs.train.train(config, outdir, verbose=1 if click.get_text_stream("stdout").isatty() else 2,
+                         restart=restart)
     click.echo(f"base classifier: {outdir}/{jobs.BASE_MODEL_FILE}")

@@ -196,6 +196,38 @@ def test_ddn_starts_at_epsilon_so_it_reaches_an_epsilon_above_one():
     np.testing.assert_allclose(_l2(started_at_one - x), [1.1025, 1.1025], rtol=1e-5)
 
 
+def _ddn_clipped_norm(step_sizes):
+    """|delta_T| of the set-up of the test below, by its recursion (worked out there)."""
+    d = 0.0
+    for alpha in step_sizes:
+        d = (d + alpha / np.sqrt(2)) / np.sqrt((d + alpha / np.sqrt(2)) ** 2 + alpha ** 2 / 2)
+    return d
+
+
+@pytest.mark.parametrize("num_steps", [2, 3, 5])
+def test_ddn_step_sizes_follow_the_reference_cosine_schedule(num_steps):
+    # The reference (attacks.py::DDN of Salman et al., after Rony et al.) steps CosineAnnealingLR(T_max=T,
+    # eta_min=0.01) before each step, so step k (from 0) has alpha_k = 0.01 + 0.99 (1 + cos(pi (k + 1) / T)) / 2,
+    # 0.01 in the last step. Observing alpha: w = 1 on 16 pixels, margin >= 3 so nothing is adversarial and the norm
+    # stays at its cap epsilon = 1; the direction is always u = -w/4 = (e_f + e_c) / sqrt(2), e_f on the 8 pixels
+    # at 0.5 (free), e_c on the 8 at 0, which clipping zeroes. So delta_k = d_k e_f with d_1 = 1 / sqrt(2) and
+    # d_{k+1} = (d_k + alpha_k / sqrt 2) / |(d_k + alpha_k / sqrt 2, alpha_k / sqrt 2)|: the larger alpha_k, the
+    # more of the step is lost to clipping (T = 2: d_2 = 1.01 / |(1.01, 0.01)| = 0.99995 with alpha_1 = 0.01,
+    # but 0.948 with the one-step-early alpha_1 = 0.505).
+    x = np.full((1, *fixtures.SHAPE), 0.5, np.float32)
+    x.reshape(1, -1)[:, 8:] = 0.0
+    model = fixtures.linear_classifier(np.ones(fixtures.D, np.float32), 2.0)
+    zero = np.zeros((1, 1, *fixtures.SHAPE), np.float32)
+    x_adv = attacks.smooth_adv_ddn(model, x, np.ones(1, np.int64), zero, epsilon=1.0, num_steps=num_steps).numpy()
+    reference = [0.01 + 0.99 * (1 + np.cos(np.pi * (k + 1) / num_steps)) / 2 for k in range(num_steps)]
+    shifted = [0.01 + 0.99 * (1 + np.cos(np.pi * k / num_steps)) / 2 for k in range(num_steps)]
+    assert reference[-1] == pytest.approx(0.01)
+    np.testing.assert_allclose(_l2(x_adv - x), [_ddn_clipped_norm(reference)], rtol=1e-5)
+    assert abs(_ddn_clipped_norm(shifted) - _ddn_clipped_norm(reference)) > 1e-3  # the test tells them apart
+    assert not np.any((x_adv - x).reshape(-1)[8:])  # the clipped pixels stay at 0
+    np.testing.assert_allclose((x_adv - x).reshape(-1)[:8], -_ddn_clipped_norm(reference) / np.sqrt(8), rtol=1e-5)
+
+
 def test_seeded_randomness_is_per_example_and_reproducible():
     model, x, y, noise = _small_cnn_batch()
     seeds = np.array([[1, 7], [2, 7], [3, 7]])

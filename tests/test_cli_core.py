@@ -1,5 +1,6 @@
 """The train / certify / predict commands: outputs, resumption, and refusal of bad arguments."""
 
+import csv
 import inspect
 import json
 import math
@@ -341,8 +342,11 @@ def test_train_replaces_config_json_atomically(trained_run, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"sigma": 0.25, "bogus": 1}, "unknown keys bogus"),
-    ({"sigma": -1.0}, "sigma"),
+    ({"sigma": 0.25, "bogus": 1, "noise_scheme": jobs.NOISE_SCHEME}, "unknown keys bogus"),
+    ({"sigma": -1.0, "noise_scheme": jobs.NOISE_SCHEME}, "sigma"),
+    ({"sigma": 0.25, "method": "smoothadv", "method_config": {"epsilon": "x"}, "noise_scheme": jobs.NOISE_SCHEME},
+     "epsilon"),
+    ({"sigma": 0.25, "attack": "pgd"}, "written by an older tfsmooth"),  # the flat config of noise scheme 1
     ([0.25], "JSON object"),
     ("{not json", "cannot read"),
 ])
@@ -410,8 +414,12 @@ def test_end_to_end_on_real_cifar10(cifar_dir, tmp_path):
     summary = json.loads(result.output)[str(out)]
     assert summary["count"] == 20  # test indices 0, 500, ..., 9500
     acc0 = summary["certified_accuracy"]["0.0"]
-    # One epoch of a small CNN under noise is far better than chance (10 %) on CIFAR-10, yet imperfect.
-    assert 0.15 <= acc0 < 1.0
+    # One epoch of a small CNN is well above chance under noise (27-28 % on the 500 validation images with
+    # either noise scheme; chance is 10 %, the standard error 2 points), but its smoothed classifier certifies
+    # only 2-3 of these 20 images: a threshold on acc0 would test the draw of the noise, not the code.
+    with open(outdir / "log.csv") as f:
+        assert float(next(csv.DictReader(f))["val_accuracy"]) > 0.18
+    assert 0.0 < acc0 < 1.0 and summary["abstain_rate"] < 0.5
     # Recomputed from the raw TSV, without tfsmooth's reader or analysis.
     table = np.genfromtxt(out, delimiter="\t", names=True)
     idx = table["idx"].astype(int)

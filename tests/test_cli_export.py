@@ -45,6 +45,9 @@ def test_export_writes_the_version_and_prints_how_to_serve_it(model_file, tmp_pa
     (["--sigma", "nan"], "sigma must be a finite number > 0", 1),  # NaN passes click's range, not the library's
     (["--alpha", "1.5"], "'--alpha': 1.5 is not in the range 0.0<x<1.0", 2),
     (["--n", "5"], "n=5 is too small to ever certify or predict at alpha=0.01", 1),
+    # outside the domain where the export's in-graph statistics are validated (test_graph_stats.py)
+    (["--n", "10000001"], "n=10000001 is above the largest n whose in-graph statistics are validated", 1),
+    (["--alpha", "0.5"], "alpha=0.5 is outside the range whose in-graph statistics are validated", 1),
     (["--n0", "0"], "'--n0': 0 is not in the range x>=1", 2),
     (["--version", "0"], "'--version': 0 is not in the range x>=1", 2),
     (["--batch", "0"], "'--batch': 0 is not in the range x>=1", 2),

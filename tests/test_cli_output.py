@@ -95,12 +95,12 @@ def test_ctrl_c_says_how_many_rows_are_saved_and_how_to_resume(model_file, tmp_p
 
     real = jobs.predict_dataset
 
-    def interrupted(config, out, on_row=None):
+    def interrupted(config, out, on_row=None, **kwargs):
         def stop_after_one(row):
             on_row(row)
             raise KeyboardInterrupt
 
-        return real(config, out, on_row=stop_after_one)
+        return real(config, out, on_row=stop_after_one, **kwargs)
 
     monkeypatch.setattr(jobs, "predict_dataset", interrupted)
     out = tmp_path / "p.tsv"
@@ -109,3 +109,65 @@ def test_ctrl_c_says_how_many_rows_are_saved_and_how_to_resume(model_file, tmp_p
     assert result.exit_code == 130
     assert f"interrupted: 1 of 3 rows are saved in {out}; run the same command again to resume" in result.output
     assert len(out.read_text().splitlines()) == 2  # header + the saved row
+
+
+@pytest.mark.parametrize("sigma, fragment", [("64", "for 0-255 units use 0.251"),
+                                             ("0.00098", "below a quarter of one 8-bit pixel level")])
+def test_a_sigma_in_the_wrong_units_is_warned_about_in_one_line(model_file, tmp_path, sigma, fragment):
+    result = CliRunner().invoke(cli, ["predict", str(model_file), "--dataset", "cifar10_sample", "--sigma", sigma,
+                                      "--n", "100", "--batch", "100", "--max", "1", "--out", str(tmp_path / "p.tsv")])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warning) == 1 and fragment in warning[0]
+
+
+def test_certify_warns_when_sigma_differs_from_the_training_run_beside_the_model(model_file, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(model_file, run / "base_model.keras")
+    (run / "config.json").write_text(json.dumps({"sigma": 0.5}))
+    args = ["predict", str(run / "base_model.keras"), "--dataset", "cifar10_sample", "--n", "100", "--batch", "100",
+            "--max", "1"]
+    mismatch = CliRunner().invoke(cli, [*args, "--sigma", "0.25", "--out", str(tmp_path / "a.tsv")])
+    assert mismatch.exit_code == 0
+    assert "Warning: sigma=0.25, but the base classifier was trained with sigma=0.5" in mismatch.output
+    match = CliRunner().invoke(cli, [*args, "--sigma", "0.5", "--out", str(tmp_path / "b.tsv")])
+    assert match.exit_code == 0 and "Warning" not in match.output
+
+
+def test_a_moved_model_resumes_and_restart_starts_over(model_file, tmp_path):
+    import shutil
+
+    first, moved, out = tmp_path / "a" / "m.keras", tmp_path / "b" / "m.keras", tmp_path / "p.tsv"
+    first.parent.mkdir()
+    moved.parent.mkdir()
+    shutil.copy(model_file, first)
+    args = ["--dataset", "cifar10_sample", "--sigma", "0.25", "--n", "100", "--batch", "100", "--out", str(out)]
+    assert CliRunner().invoke(cli, ["predict", str(first), *args, "--max", "2"]).exit_code == 0
+    shutil.move(first, moved)  # same bytes, new place: the SHA-256 identifies it
+    resumed = CliRunner().invoke(cli, ["predict", str(moved), *args, "--max", "2"])
+    assert resumed.exit_code == 0 and "0 new rows" in resumed.output
+    refused = CliRunner().invoke(cli, ["predict", str(moved), *args, "--max", "3", "--seed", "1"])
+    assert refused.exit_code == 1 and "rerun with --restart" in refused.output
+    restarted = CliRunner().invoke(cli, ["predict", str(moved), *args, "--max", "3", "--seed", "1", "--restart"])
+    assert restarted.exit_code == 0 and "3 new rows" in restarted.output
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_a_finished_train_says_there_is_nothing_to_do_and_restart_starts_over(tmp_path):
+    outdir = tmp_path / "run"
+    args = ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1", "--batch", "500",
+            "--train-examples", "500", "--val-examples", "0", "--outdir", str(outdir)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and f"nothing to do: {outdir} already holds 1 of 1 epochs" in again.output
+    other = CliRunner().invoke(cli, [*args, "--lr", "0.05"])
+    assert other.exit_code == 1 and "rerun with --restart" in other.output
+    restarted = CliRunner().invoke(cli, [*args, "--lr", "0.05", "--restart"])
+    assert restarted.exit_code == 0 and "nothing to do" not in restarted.output
+    import json
+
+    assert json.loads((outdir / "config.json").read_text())["lr"] == 0.05

@@ -83,8 +83,10 @@ def smoothadv_run(tmp_path_factory):
 @pytest.mark.slow
 def test_train_smoothadv_writes_config_model_and_warmed_up_epsilon(smoothadv_run):
     config = json.loads((smoothadv_run / "config.json").read_text())
-    assert (config["method"], config["attack"], config["epsilon"], config["num_steps"], config["num_noise_vec"],
-            config["warmup_epochs"], config["multi_noise"]) == ("smoothadv", "pgd", 0.5, 1, 2, 2, True)
+    method = config["method_config"]
+    assert (config["method"], method["attack"], method["epsilon"], method["num_steps"], method["num_noise_vec"],
+            method["warmup_epochs"], method["multi_noise"]) == ("smoothadv", "pgd", 0.5, 1, 2, 2, True)
+    assert config["noise_scheme"] == jobs.NOISE_SCHEME
     log = (smoothadv_run / "log.csv").read_text().splitlines()
     header = log[0].split(",")
     epsilon = [float(line.split(",")[header.index("epsilon")]) for line in log[1:]]

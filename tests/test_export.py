@@ -1,4 +1,4 @@
-"""Tests for tfsmooth.export: in-graph statistics, SavedModel signatures, TF Serving requests.
+"""Tests for tfsmooth.export: SavedModel signatures, TF Serving requests (statistics: test_graph_stats.py).
 
 One export of a tiny base classifier (small_cnn on 8x8x3 images, K = 4) is shared by the module.
 Its noise settings make every path of the counting loop run: noise_block = 16 and batch_size = 160
@@ -18,10 +18,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import stats as scipy_stats
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tfsmooth import export, models, stats
+from tfsmooth import export, models
 from tfsmooth.smoothing import SmoothedClassifier
 
 SIGMA, N0, N, ALPHA, BATCH, BLOCK, SEED = 0.25, 20, 100, 0.01, 160, 16, 11
@@ -30,8 +29,8 @@ SIGNATURE_INPUTS = {"serving_default": {"images", "seed"}, "certify": {"images",
 # The outputs of the module docstring and the README's signature table: (dtype, shape), B = None, K = 4.
 SIGNATURE_OUTPUTS = {
     "serving_default": {"label": (tf.int64, [None]), "counts": (tf.int64, [None, 4]),
-                        "p_value": (tf.float32, [None]), "seed": (tf.int64, [None])},
-    "certify": {"label": (tf.int64, [None]), "radius": (tf.float32, [None]), "p_a_lower": (tf.float32, [None]),
+                        "p_value": (tf.float64, [None]), "seed": (tf.int64, [None])},
+    "certify": {"label": (tf.int64, [None]), "radius": (tf.float64, [None]), "p_a_lower": (tf.float64, [None]),
                 "counts": (tf.int64, [None, 4]), "selection_counts": (tf.int64, [None, 4]),
                 "seed": (tf.int64, [None])},
     "base_logits": {"logits": (tf.float32, [None, 4])},
@@ -62,7 +61,7 @@ def smoothed(model):
 @pytest.fixture(scope="module")
 def version_dir(smoothed, tmp_path_factory):
     base = tmp_path_factory.mktemp("export") / "models"
-    return smoothed.export(str(base), n0=N0, n=N, alpha=ALPHA, batch_size=BATCH, version=3,
+    return export.export_smoothed(smoothed, str(base), n0=N0, n=N, alpha=ALPHA, batch_size=BATCH, version=3,
                            class_names=["cat", "dog", "eel", "fox"])
 
 
@@ -107,7 +106,9 @@ def _signature_defs(version_dir):
 
 
 def _assert_matches_library(outputs, expected, names=("certify", "serving_default")):
-    """outputs: {"<signature>/<output>": array}. Counts and labels exact; float32 outputs to 1e-5."""
+    """outputs: {"<signature>/<output>": array}. Counts and labels exact; float outputs to 1e-5, and conservative:
+    radius and p_a_lower (float64, not rounded to float32) never above the library's, the float64 p_value
+    never below it."""
     for name in names:
         for key, want in expected.items():
             if key.startswith(name + "/"):
@@ -116,89 +117,15 @@ def _assert_matches_library(outputs, expected, names=("certify", "serving_defaul
                     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6, err_msg=key)
                 else:
                     np.testing.assert_array_equal(got, want, err_msg=key)
+                if key.endswith(("/radius", "/p_a_lower")):
+                    assert got.dtype == np.float64 and np.all(got <= want), (key, got, want)
+                if key.endswith("/p_value"):
+                    assert got.dtype == np.float64 and np.all(got >= want), (key, got, want)
 
 
 def _call(loaded, name, images, seed):
     out = loaded.signatures[name](images=tf.constant(images), seed=tf.constant(seed, tf.int64))
     return {f"{name}/{k}": v.numpy() for k, v in out.items()}
-
-
-# ------------------------------------------------------------------------- in-graph statistics
-GRID = [(k, n, alpha) for n in (1, 2, 10, 11, 100, 1000, 100_000) for alpha in (1e-5, 0.001, 0.05, 0.5)
-        for k in sorted({0, 1, n // 2, n - 1, n, (99 * n) // 100})]
-
-
-def test_in_graph_clopper_pearson_equals_scipy_on_grid_including_k_0_and_k_n():
-    k, n, alpha = (np.array(v) for v in zip(*GRID))
-    host = np.array([stats.clopper_pearson_lower(*row) for row in GRID])
-    graph = np.concatenate([export.tf_clopper_pearson_lower(k[alpha == a], n[alpha == a], a).numpy()
-                            for a in np.unique(alpha)])
-    host = np.concatenate([host[alpha == a] for a in np.unique(alpha)])
-    np.testing.assert_allclose(graph, host, atol=1e-9, rtol=0)
-
-
-def test_in_graph_clopper_pearson_hand_values():
-    # k = 0: the bound is 0. k = n: I_x(n, 1) = x**n = alpha, so x = alpha**(1/n);
-    # n = 10, alpha = 0.001: 10**-0.3 = 0.501187...
-    got = export.tf_clopper_pearson_lower([0, 10, 100], [10, 10, 100], 0.001).numpy()
-    np.testing.assert_allclose(got, [0.0, 10 ** -0.3, 0.001 ** 0.01], atol=1e-12)
-
-
-def test_in_graph_binomial_p_value_equals_scipy_on_grid():
-    pairs = [(a, total - a) for total in (0, 1, 2, 3, 10, 11, 100, 101, 10_000, 100_000)
-             for a in sorted({0, 1, total // 2, (total + 1) // 2, total - 1, total, (51 * total) // 100})
-             if 0 <= a <= total]
-    n_a, n_b = (np.array(v) for v in zip(*pairs))
-    host = np.array([stats.binomial_p_value(int(a), int(b)) for a, b in pairs])
-    np.testing.assert_allclose(export.tf_binomial_p_value(n_a, n_b).numpy(), host, atol=1e-9, rtol=0)
-
-
-def test_in_graph_binomial_p_value_hand_values():
-    # 10 of 10: 2 * 2**-10. 3 of 4: 2 * P(X <= 1) = 2 * (1 + 4) / 16 = 0.625. 5 vs 5 and 0 vs 0: 1.
-    got = export.tf_binomial_p_value([10, 3, 5, 0], [0, 1, 5, 0]).numpy()
-    np.testing.assert_allclose(got, [2 * 2.0 ** -10, 0.625, 1.0, 1.0], atol=1e-15)
-
-
-def test_in_graph_radius_equals_host():
-    p = np.array([0.5, 0.6, 0.9, 0.999, 0.999_999, 1 - 1e-9])
-    np.testing.assert_allclose(export.tf_radius(0.25, p).numpy(), stats.radius(0.25, p), atol=1e-9)
-    # Phi^-1(0.5) = 0 and Phi^-1(0.975) = 1.959964: radius 0.5 * 1.959964
-    np.testing.assert_allclose(export.tf_radius(0.5, [0.5, 0.975]).numpy(), [0.0, 0.5 * 1.959964], atol=1e-6)
-
-
-def test_certify_decision_breaks_ties_by_lowest_index_and_abstains_below_half():
-    # Row 0: selection tie between classes 1 and 2 -> c_A = 1; 10/10 estimation draws on it,
-    # p_a_lower = 0.001**0.1 = 0.501187 >= 0.5 -> label 1, radius 0.5 * Phi^-1(0.501187).
-    # Row 1: 9/10 -> p_a_lower = Beta.ppf(0.001; 9, 2) = 0.3763 < 0.5 -> ABSTAIN, radius 0.
-    selection = np.array([[0, 5, 5], [0, 5, 5]])
-    estimation = np.array([[0, 10, 0], [0, 9, 1]])
-    label, radius, p_a_lower = (t.numpy() for t in export.tf_certify_decision(selection, estimation, 0.5, 0.001))
-    np.testing.assert_array_equal(label, [1, stats.ABSTAIN])
-    np.testing.assert_allclose(p_a_lower, [10 ** -0.3, scipy_stats.beta.ppf(0.001, 9, 2)], atol=1e-12)
-    np.testing.assert_allclose(radius, [0.5 * scipy_stats.norm.ppf(10 ** -0.3), 0.0], atol=1e-12)
-    for row in range(2):
-        assert (label[row], radius[row]) == pytest.approx(
-            stats.certify_decision(selection[row], estimation[row], 0.5, 0.001)[:2])
-
-
-def test_predict_decision_tests_the_top_two_counts_not_the_top_count_out_of_n():
-    # [60, 10, 30]: PREDICT tests n_A = 60 against n_A + n_B = 90 (the top two): p = 0.00206 <= 0.01 -> label 0.
-    # A test of n_A = 60 out of n = 100 would give p = 0.057 > 0.01 and abstain.
-    label, p_value = (t.numpy() for t in export.tf_predict_decision(np.array([[60, 10, 30]]), 0.01))
-    np.testing.assert_allclose(p_value, [scipy_stats.binomtest(60, 90).pvalue], atol=1e-12, rtol=0)
-    assert p_value[0] == pytest.approx(0.00206, abs=1e-5) and scipy_stats.binomtest(60, 100).pvalue > 0.05
-    np.testing.assert_array_equal(label, [0])
-
-
-def test_predict_decision_answers_only_when_p_value_at_most_alpha():
-    # [0, 10, 0]: p = 2**-9 = 0.00195 -> answers 1 at alpha 0.002, abstains at 0.001.
-    # [4, 4, 2]: tie of the top two, p = 1 -> abstains.
-    counts = np.array([[0, 10, 0], [4, 4, 2]])
-    label, p_value = (t.numpy() for t in export.tf_predict_decision(counts, 0.002))
-    np.testing.assert_array_equal(label, [1, stats.ABSTAIN])
-    np.testing.assert_allclose(p_value, [2.0 ** -9, 1.0], atol=1e-15)
-    label, _ = export.tf_predict_decision(counts, 0.001)
-    np.testing.assert_array_equal(label.numpy(), [stats.ABSTAIN, stats.ABSTAIN])
 
 
 # ----------------------------------------------------------------------------- export layout
@@ -355,6 +282,9 @@ def test_bad_images_fail_with_clear_message(loaded, images, name, bad, fragment)
     # alpha = 0.01: PREDICT needs 2 * 2**-n <= 0.01, n >= 8 (certify alone would need 7)
     ({"n": 7}, r"n=7 is too small .* use n >= 8"),
     ({"n0": 0}, "n0 must be an integer >= 1"),
+    # the domain where the in-graph statistics are validated against scipy (test_graph_stats.py)
+    ({"n": 10_000_001}, r"n=10000001 is above the largest n .* use n <= 10,000,000"),
+    ({"alpha": 0.5}, r"alpha=0.5 is outside .* use 1e-12 <= alpha <= 0.49"),
     ({"version": 0}, "version must be an integer >= 1"),
     ({"version": "2"}, "version must be an integer >= 1"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1"),
@@ -537,7 +467,7 @@ def test_export_of_a_batch_norm_model_reproduces_library_counts(tmp_path):
     images = np.stack([np.broadcast_to(np.array(c, np.float32), (8, 8, 3)) for c in [(1, 0, 0), (0, 1, 0)]])
     lib = SmoothedClassifier(bn_model, 4, SIGMA, noise_block=BLOCK)
     certs = lib.certify_batch(images, N0, N, ALPHA, BATCH, seed=SEED)
-    exported = tf.saved_model.load(lib.export(str(tmp_path / "bn"), n0=N0, n=N, alpha=ALPHA, batch_size=BATCH))
+    exported = tf.saved_model.load(export.export_smoothed(lib, str(tmp_path / "bn"), n0=N0, n=N, alpha=ALPHA, batch_size=BATCH))
     out = _call(exported, "certify", images, SEED)
     np.testing.assert_array_equal(out["certify/counts"], np.stack([c.counts for c in certs]))
     np.testing.assert_array_equal(out["certify/label"], [c.label for c in certs])

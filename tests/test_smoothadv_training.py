@@ -1,4 +1,8 @@
-"""SmoothAdvModel (Pseudocode 1 of Salman et al. 2019) and the SmoothAdv fields of runs.TrainConfig."""
+"""SmoothAdvModel (Pseudocode 1 of Salman et al. 2019), SmoothAdvConfig, the attack registry, and the SmoothAdv fields
+of jobs.train.TrainConfig."""
+
+import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -6,9 +10,11 @@ import pytest
 import tensorflow as tf
 
 import fixtures
-from tfsmooth import attacks, models, runs
+from tfsmooth import attacks, models, training
+from tfsmooth.jobs.train import TrainConfig, method_config_for
 from tfsmooth.models import folding
-from tfsmooth.training import EpochTracker, GaussianAugmentedModel, SmoothAdvModel
+from tfsmooth.models.io import load_base_model
+from tfsmooth.training import EpochTracker, GaussianAugmentedModel, GaussianConfig, SmoothAdvConfig, SmoothAdvModel
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -99,19 +105,99 @@ def test_train_step_reuses_the_attack_noise_in_the_loss(multi_noise):
 
 
 def test_one_fit_step_updates_weights_and_zero_sample_weights_do_not():
+    # The base classifier's weights: the training model also holds its step counters, which every step advances.
     x, y = _data()
     model = _model()
-    before = [w.copy() for w in model.get_weights()]
+    before = [w.copy() for w in model.base_model.get_weights()]
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.base_model.get_weights()))
+    assert int(model.train_noise_step.numpy()) == 1
     # Sample weights are repeated over the m copies: all-zero weights give loss 0 and a zero gradient (plain SGD).
     model = _model()
-    before = [w.copy() for w in model.get_weights()]
+    before = [w.copy() for w in model.base_model.get_weights()]
     history = model.fit(x, y, sample_weight=np.zeros(8, np.float32), batch_size=8, epochs=1, verbose=0)
     assert history.history["loss"][0] == 0.0
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.base_model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("multi_noise", [True, False])
+def test_train_loss_is_the_mean_cross_entropy_over_all_copies_with_weights_repeated(multi_noise):
+    # Pseudocode 1's loss: (1 / (B k)) sum_b w_b sum_i CE(f(x_adv_b + delta_bi), y_b), k = m = 3 copies (or 1).
+    x, y = _data()
+    weights = np.linspace(0.0, 2.0, 8).astype(np.float32)
+    model = _model(num_noise_vec=3, multi_noise=multi_noise)
+    copies, logs = model.noisy_copies(tf.constant(x), tf.constant(y), tf.constant(0, tf.int64))
+    k = 3 if multi_noise else 1
+    assert copies.shape == (8, k, *fixtures.SHAPE) and float(logs["epsilon"]) == 0.125
+    logits = model.base_model(tf.reshape(copies, [-1, *fixtures.SHAPE]))
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(np.repeat(y, k), logits).numpy()
+    expected = float(np.sum(np.repeat(weights, k) * cross_entropy) / (8 * k))
+    history = model.fit(x, y, sample_weight=weights, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_attacks_through_the_registry_with_per_example_seeds_of_the_step(monkeypatch):
+    calls = []
+
+    def recording(model, x, y, noise, *, epsilon, num_steps, seed):
+        calls.append(seed)
+        return attacks.smooth_adv_ddn(model, x, y, noise, epsilon=epsilon, num_steps=num_steps, seed=seed)
+
+    monkeypatch.setitem(attacks.SMOOTHADV_ATTACKS, "ddn", recording)
+    model = _model(attack="ddn", run_eagerly=True)
+    x, y = _data(4)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert len(calls) == 2  # one attack per step
+    for step, seeds in enumerate(calls):
+        np.testing.assert_array_equal(seeds, model.attack_seeds(x, step=step, replica_id=0))
+    seeds = np.concatenate([c.numpy() for c in calls])
+    assert len({tuple(s) for s in seeds}) == 8  # per example and per step
+
+
+def test_attack_names_come_from_the_one_registry():
+    assert training.SMOOTHADV_ATTACKS == tuple(attacks.SMOOTHADV_ATTACKS) == ("pgd", "ddn")
+    assert attacks.SMOOTHADV_ATTACKS == {"pgd": attacks.smooth_adv_pgd, "ddn": attacks.smooth_adv_ddn}
+
+
+def test_smoothadv_config_defaults_are_the_papers_typical_run_and_round_trip_through_json():
+    config = SmoothAdvConfig()
+    assert dataclasses.asdict(config) == dict(attack="pgd", epsilon=0.25, num_steps=10, num_noise_vec=2,
+                                              warmup_epochs=10, multi_noise=True)
+    other = SmoothAdvConfig(attack="ddn", epsilon=1, num_steps=4, num_noise_vec=8, warmup_epochs=1, multi_noise=False)
+    assert other.epsilon == 1.0 and isinstance(other.epsilon, float)
+    assert other.to_json() == ('{"attack": "ddn", "epsilon": 1.0, "multi_noise": false, "num_noise_vec": 8, '
+                               '"num_steps": 4, "warmup_epochs": 1}')
+    assert SmoothAdvConfig.from_json(other.to_json()) == other
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epsilon = 0.5
+    model = _model(attack="ddn", epsilon=1.0, num_steps=4, num_noise_vec=8, warmup_epochs=1, multi_noise=False)
+    assert model.method_config == other
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(attack="fgsm"), "attack"),
+    (dict(epsilon=-0.5), "epsilon"),
+    (dict(epsilon="0.5"), "epsilon"),
+    (dict(num_steps=0), "num_steps"),
+    (dict(num_steps=2.0), "num_steps"),
+    (dict(num_noise_vec=0), "num_noise_vec"),
+    (dict(warmup_epochs=0), "warmup_epochs"),
+    (dict(multi_noise=1), "multi_noise"),
+])
+def test_smoothadv_config_refuses_bad_fields_naming_them(change, message):
+    with pytest.raises(ValueError, match=message):
+        SmoothAdvConfig(**change)
+    with pytest.raises(ValueError, match=message):
+        SmoothAdvConfig.from_json(json.dumps({**json.loads(SmoothAdvConfig().to_json()), **change}))
+
+
+def test_smoothadv_config_from_json_refuses_unknown_fields():
+    with pytest.raises(ValueError, match="unknown SmoothAdvConfig field.*sigma"):
+        SmoothAdvConfig.from_json('{"sigma": 0.25}')
+    with pytest.raises(ValueError, match="JSON must be an object"):
+        SmoothAdvConfig.from_json("[1]")
 
 
 def _conv_bn_classifier():
@@ -154,11 +240,11 @@ def test_keras_file_round_trip_keeps_configuration_and_predictions(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded, GaussianAugmentedModel)  # so runs.load_base_model unwraps it
+    assert isinstance(loaded, GaussianAugmentedModel)  # so load_base_model unwraps it
     assert (loaded.attack, loaded.epsilon, loaded.num_steps, loaded.num_noise_vec, loaded.warmup_epochs,
             loaded.multi_noise, loaded.sigma) == ("ddn", 0.5, 2, 3, 4, False, 0.25)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-    assert runs.load_base_model(str(path)).count_params() == model.base_model.count_params()
+    assert load_base_model(str(path)).count_params() == model.base_model.count_params()
 
 
 @pytest.mark.parametrize("make_strategy", [lambda: tf.distribute.OneDeviceStrategy("/cpu:0"),
@@ -190,16 +276,25 @@ def test_bad_arguments_raise_value_error_naming_them(change, message):
 
 
 def test_train_config_fills_smoothadv_defaults_and_keeps_gaussian_clean():
-    config = runs.TrainConfig(method="smoothadv", epsilon=0.5)
-    assert (config.attack, config.epsilon, config.num_steps, config.num_noise_vec, config.warmup_epochs,
-            config.multi_noise) == ("pgd", 0.5, 10, 2, 10, True)
-    gaussian = runs.TrainConfig()
-    assert gaussian.method == "gaussian" and gaussian.epsilon is None and gaussian.num_steps is None
+    config = TrainConfig(method="smoothadv", method_config=method_config_for("smoothadv", epsilon=0.5))
+    assert config.method_config == SmoothAdvConfig(attack="pgd", epsilon=0.5, num_steps=10, num_noise_vec=2,
+                                                   warmup_epochs=10, multi_noise=True)
+    assert TrainConfig(method="smoothadv").method_config == SmoothAdvConfig()
+    gaussian = TrainConfig()
+    assert gaussian.method == "gaussian" and gaussian.method_config == GaussianConfig()
+
+
+def _config(method="gaussian", **fields):
+    method_fields = {k: fields.pop(k) for k in list(fields) if k in SMOOTHADV_FIELDS}
+    return TrainConfig(method=method, method_config=method_config_for(method, **method_fields), **fields)
+
+
+SMOOTHADV_FIELDS = ("attack", "epsilon", "num_steps", "num_noise_vec", "warmup_epochs", "multi_noise")
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(method="macer"), "method"),
-    (dict(epsilon=0.5), "only for method='smoothadv'"),
+    (dict(epsilon=0.5), "epsilon: only for method='smoothadv', got method='gaussian'"),
     (dict(method="smoothadv", attack="cw"), "attack"),
     (dict(method="smoothadv", epsilon=-1.0), "epsilon"),
     (dict(method="smoothadv", num_steps=0), "num_steps"),
@@ -214,4 +309,9 @@ def test_train_config_fills_smoothadv_defaults_and_keeps_gaussian_clean():
 ])
 def test_train_config_refuses_bad_smoothadv_and_self_training_fields(change, message):
     with pytest.raises(ValueError, match=message):
-        runs.TrainConfig(**change)
+        _config(**change)
+
+
+def test_train_config_refuses_another_methods_config():
+    with pytest.raises(ValueError, match="method_config must be a GaussianConfig"):
+        TrainConfig(method="gaussian", method_config=SmoothAdvConfig())

@@ -160,8 +160,9 @@ def test_noise_blocks_of_different_block_indices_are_distinct_and_uncorrelated()
 
 @pytest.mark.parametrize("stream", [4, 7, -1, True, 1.0])
 def test_sample_counts_rejects_a_stream_outside_the_stream_constants(tied, stream):
-    # Seeds pack (key, stream) as 4 key + stream: stream 7 of key 0 would be stream 3 of key 1.
-    np.testing.assert_array_equal(noise.block_seeds(0, [0], 7, [0]), noise.block_seeds(0, [1], 3, [0]))
+    # Seeds tag each stream with its own domain (tfsmooth.noise): "stream 7" would land on tag 8, the
+    # domain of the training noise, so the first estimation draws would be training step 0's noise.
+    np.testing.assert_array_equal(noise.block_seeds(0, [0], 7, [0]), noise.step_seeds(0, noise.TRAIN_NOISE, 0, 0)[None])
     with pytest.raises(ValueError, match="stream must be one of"):
         tied.sample_counts(fixtures.half_image()[None], 100, 100, seed=0, stream=stream)
 
@@ -261,3 +262,80 @@ def test_parallel_passes_default_and_validation():
     assert smoothed.parallel_passes == (2 if (os.cpu_count() or 1) >= 2 and not has_gpu else 1)
     with pytest.raises(ValueError, match="parallel_passes must be an integer >= 1"):
         SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25, parallel_passes=0)
+
+
+def test_certify_batch_and_iter_certify_accept_a_dataset_of_image_label_pairs():
+    smoothed = SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25)
+    images = np.random.default_rng(0).uniform(size=(3, *fixtures.SHAPE)).astype(np.float32)
+    expected = smoothed.certify_batch(images, 10, 100, 0.001, 200, seed=4)
+    pairs = tf.data.Dataset.from_tensor_slices((images, np.arange(3)))
+    for dataset in (pairs, pairs.batch(2), pairs.map(lambda x, y: x)):
+        got = smoothed.certify_batch(dataset, 10, 100, 0.001, 200, seed=4)
+        assert [c.counts.tolist() for c in got] == [c.counts.tolist() for c in expected]
+        streamed = list(smoothed.iter_certify(dataset, 10, 100, 0.001, 200, seed=4))
+        assert [key for key, _ in streamed] == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"must hold images \[H, W, C\]"):
+        smoothed.certify_batch(tf.data.Dataset.from_tensor_slices(np.zeros((2, 3))), 10, 100, 0.001, 200)
+
+
+def test_a_bad_key_is_named_without_dumping_an_image():
+    smoothed = SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25)
+    image = np.full(fixtures.SHAPE, 0.5, np.float32)
+    with pytest.raises(ValueError) as error:
+        list(smoothed.iter_certify([(image, image)], 10, 100, 0.001, 200))  # (image, image) instead of (key, image)
+    assert len(str(error.value)) < 300
+
+
+def test_a_model_path_or_a_string_sigma_is_refused_at_construction(tmp_path):
+    with pytest.raises(ValueError, match="load it first with tfsmooth.load_model"):
+        SmoothedClassifier(str(tmp_path / "model.keras"), 10, 0.25)
+    with pytest.raises(ValueError, match="sigma must be a positive number"):
+        SmoothedClassifier(fixtures.constant_classifier(), 10, "0.25")
+
+
+def test_api_defaults_match_the_cli_and_the_batch_size_comes_from_the_input_size():
+    smoothed = SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25)
+    assert smoothed.default_batch_size == 1000  # a 4 x 4 x 1 image: capped at 1,000 copies
+    certificate = smoothed.certify(np.full(fixtures.SHAPE, 0.5, np.float32), n=200)  # n0 = 100, alpha = 0.001
+    assert certificate.selection_counts.sum() == 100 and certificate.counts.sum() == 200
+    large = SmoothedClassifier(models.small_cnn(10, input_shape=(224, 224, 3)), 10, 0.25)
+    assert large.default_batch_size == 100  # 4e6 / 150,528 floats: 26 copies, at least one block
+
+
+def test_a_base_model_that_rescales_by_1_over_255_or_a_sigma_in_0_255_units_is_warned_about():
+    import keras
+
+    from tfsmooth import checks
+
+    inputs = keras.Input(fixtures.SHAPE)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    rescaling = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    with pytest.warns(checks.ScaleWarning, match=r"Rescaling\(1/255\)"):
+        SmoothedClassifier(rescaling, 10, 0.25)
+    with pytest.warns(checks.ScaleWarning, match="for 0-255 units use 0.251"):
+        SmoothedClassifier(fixtures.constant_classifier(), 10, 64)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", checks.ScaleWarning)
+        SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25)  # no warning for a plausible setup
+
+
+def test_many_smoothed_classifiers_in_one_process_trigger_no_retracing_warning():
+    import logging
+
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    tf.get_logger().addHandler(handler)
+    try:
+        image = np.full(fixtures.SHAPE, 0.5, np.float32)
+        for _ in range(7):  # TensorFlow warns from the fifth trace of one function on
+            SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25).certify(image, 10, 100, 0.001, 100, seed=0)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]

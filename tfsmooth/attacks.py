@@ -37,10 +37,12 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-ESTIMATORS = ("plug_in", "stein")
+from tfsmooth import checks, registry
+
+ESTIMATORS = registry.ESTIMATORS
 """Gradient estimators of `smooth_adv_pgd`: eq. (6) by automatic differentiation, or eq. (7)."""
 
-_DDN_MIN_STEP = 0.01  # cosine-annealed DDN step size goes from 1 to this (Rony et al. 2019, Sec. 3)
+_DDN_MIN_STEP = 0.01  # cosine-annealed DDN step size: its value at the last step (Rony et al. 2019, Sec. 3)
 DDN_GAMMA = 0.05
 """Default norm update factor of `smooth_adv_ddn` (Rony et al.; the reference training code's value)."""
 
@@ -239,13 +241,20 @@ def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float 
                    seed=None):
     """SmoothAdv-DDN: decoupled direction and norm (Rony et al., CVPR 2019) on objective (S).
 
-    Salman et al. 2019, Sec. 3 with estimator (6). Step k (of T) moves delta along the normalized
-    ascent direction with the cosine-annealed step 0.01 + 0.99 * (1 + cos(pi * k / T)) / 2, then
-    rescales delta to the current norm: the norm shrinks by a factor (1 - gamma) when x + delta is
-    already misclassified by the estimated smoothed soft classifier (argmax of (6) != y) and grows
-    by (1 + gamma) otherwise, capped at epsilon and at the largest perturbation the [0, 1] box
-    allows; x + delta is clipped to [0, 1]. The smallest perturbation found that misclassifies is
-    returned, else the last one, projected onto the epsilon-ball.
+    Salman et al. 2019, Sec. 3 with estimator (6). Step k = 0, ..., T - 1 moves delta along the
+    normalized ascent direction by the cosine-annealed step size
+
+        alpha_k = 0.01 + 0.99 * (1 + cos(pi * (k + 1) / T)) / 2,
+
+    which ends at exactly 0.01 in the last step, as in the reference code (`attacks.py::DDN` of
+    Salman et al., from Rony et al.'s `fast_adversarial`), whose `CosineAnnealingLR(T_max=T,
+    eta_min=0.01)` is stepped at the start of every iteration, so iteration k runs at the
+    schedule's epoch k + 1 (the size of step 0 does not matter: delta = 0 is rescaled to the
+    norm). Then it rescales delta to the current norm: the norm shrinks by a factor (1 - gamma)
+    when x + delta is already misclassified by the estimated smoothed soft classifier (argmax of
+    (6) != y) and grows by (1 + gamma) otherwise, capped at epsilon and at the largest
+    perturbation the [0, 1] box allows; x + delta is clipped to [0, 1]. The smallest perturbation
+    found that misclassifies is returned, else the last one, projected onto the epsilon-ball.
 
     Deliberate differences from the paper's reference code (`attacks.py::DDN` of Salman et al.):
     "misclassified" is the argmax of the soft classifier G that the objective attacks (the
@@ -275,6 +284,8 @@ def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float 
         raise ValueError(f"gamma must be a number in (0, 1), got {gamma!r}")
     init_norm = epsilon if init_norm is None else _check_positive(init_norm, "init_norm")
     seeds = _step_seeds(seed, tf.shape(x)[0])
+    step_sizes = tf.constant([_DDN_MIN_STEP + (1 - _DDN_MIN_STEP) * (1 + math.cos(math.pi * (k + 1) / num_steps)) / 2
+                              for k in range(num_steps)], tf.float32)  # alpha_0 .. alpha_{T-1}
     cap = tf.minimum(_l2(tf.maximum(x, 1.0 - x)), epsilon)  # [B] largest useful norm
     state = dict(delta=tf.zeros_like(x), norm=tf.minimum(init_norm, cap), best=tf.zeros_like(x),
                  best_l2=tf.fill(tf.shape(cap), np.inf), found=tf.zeros(tf.shape(cap), tf.bool))
@@ -288,7 +299,7 @@ def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float 
         direction = _unit_direction(tape.gradient(loss, delta), seeds, k)
         is_adv = tf.not_equal(tf.argmax(log_g, axis=1, output_type=y.dtype), y)
         better = is_adv & (_l2(delta) < state["best_l2"])
-        rate = _DDN_MIN_STEP + (1.0 - _DDN_MIN_STEP) * (1.0 + tf.cos(math.pi * tf.cast(k, tf.float32) / num_steps)) / 2
+        rate = tf.gather(step_sizes, k)
         norm = tf.minimum(state["norm"] * tf.where(is_adv, 1.0 - gamma, 1.0 + gamma), cap)
         delta = delta + rate * direction
         delta = delta * _per_example(norm / tf.maximum(_l2(delta), 1e-30), delta)
@@ -300,6 +311,14 @@ def smooth_adv_ddn(model, x, y, noise, *, epsilon, num_steps: int, gamma: float 
     _, state = tf.while_loop(lambda k, _: k < num_steps, step, (tf.constant(0), state))
     delta = tf.where(_per_example(state["found"], x), state["best"], state["delta"])
     return _finish(x, delta, epsilon)
+
+
+SMOOTHADV_ATTACKS = {"pgd": smooth_adv_pgd, "ddn": smooth_adv_ddn}
+"""The SmoothAdv attacks by name, the ATTACKER of Salman et al. 2019, Pseudocode 1: the one registry
+that `tfsmooth.training.SmoothAdvModel` trains with (and `training.SMOOTHADV_ATTACKS`, its names, the
+jobs and the CLI offer). Each is called as `attack(model, x, y, noise, epsilon=..., num_steps=...,
+seed=...)` with the contract of this module."""
+registry.check_covers(SMOOTHADV_ATTACKS, registry.SMOOTHADV_ATTACKS, "tfsmooth.attacks.SMOOTHADV_ATTACKS")
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -320,15 +339,11 @@ def _check_epsilon(epsilon):
 
 
 def _check_steps(num_steps):
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-    return int(num_steps)
+    return checks.check_count(num_steps, "num_steps")
 
 
 def _check_positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return checks.check_real(value, name, 0.0, inclusive=False)
 
 
 def _check_inputs(model, x, y, noise):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Iterable, Optional
 
 import numpy as np
@@ -46,6 +47,33 @@ def check_sigma(sigma, name: str = "sigma") -> float:
     if not (math.isfinite(value) and value > 0.0):
         raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}")
     return value
+
+
+class ScaleWarning(UserWarning):
+    """A value that is valid but very likely in the wrong units (e.g. sigma on the [0, 255] scale)."""
+
+
+SIGMA_MAX_PLAUSIBLE = 1.0
+"""sigma above this (the whole [0, 1] range per pixel) is almost certainly given in [0, 255] units."""
+SIGMA_MIN_PLAUSIBLE = 0.25 / 255
+"""sigma below a quarter of one 8-bit level changes no quantized pixel: likely divided by 255 twice."""
+
+
+def warn_sigma_scale(sigma: float, name: str = "sigma") -> float:
+    """Warns (`ScaleWarning`) when a valid sigma is implausible on the [0, 1] pixel scale; returns it.
+
+    sigma > 1 (e.g. 64, meant as 64/255) would certify radii longer than the [0, 1] cube's diagonal;
+    sigma < 0.25/255 (e.g. 0.25/255) is below the quantization of 8-bit images.
+    """
+    if sigma > SIGMA_MAX_PLAUSIBLE:
+        warnings.warn(f"{name}={sigma:g} is more than the whole [0, 1] pixel range: tfsmooth's sigma is the noise "
+                      f"standard deviation per pixel on the [0, 1] scale (for 0-255 units use {sigma / 255:.4g})",
+                      ScaleWarning, stacklevel=3)
+    elif sigma < SIGMA_MIN_PLAUSIBLE:
+        warnings.warn(f"{name}={sigma:g} is below a quarter of one 8-bit pixel level (1/255 = 0.0039) on the [0, 1] "
+                      f"scale: the noise would change almost nothing (was it divided by 255 twice? "
+                      f"{sigma * 255:.4g} is the same value times 255)", ScaleWarning, stacklevel=3)
+    return sigma
 
 
 def check_count(value, name: str, minimum: int = 1) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import math
+import time
 from typing import Callable, Iterable, Iterator, Sequence, Tuple
 
 import numpy as np
@@ -123,22 +124,36 @@ def pass_function(base_model, image_shape, *, noise_block: int, num_classes: int
             tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64)]
 
-    @tf.function(input_signature=spec)
-    def count(images, image_of_block, keys, streams, block_index, valid, sigma, seed):
-        seeds = noise.block_seeds(seed, keys, streams, block_index)
-        return count_blocks(base_model, images, image_of_block, seeds, valid, sigma, block_size=noise_block,
-                            num_classes=num_classes, parallel_passes=parallel_passes)
+    return tf.function(_Pass(base_model, noise_block, num_classes, parallel_passes), input_signature=spec)
 
-    return count
+
+class _Pass:
+    """The body of `pass_function`. A callable object, not a closure: TensorFlow counts traces per
+    code object for its "excessive retracing" warning, so closures of one function traced once per
+    `SmoothedClassifier` would add up and warn after five classifiers; an object is its own key."""
+
+    def __init__(self, base_model, noise_block, num_classes, parallel_passes):
+        self.base_model, self.noise_block = base_model, noise_block
+        self.num_classes, self.parallel_passes = num_classes, parallel_passes
+
+    def __call__(self, images, image_of_block, keys, streams, block_index, valid, sigma, seed):
+        seeds = noise.block_seeds(seed, keys, streams, block_index)
+        return count_blocks(self.base_model, images, image_of_block, seeds, valid, sigma, block_size=self.noise_block,
+                            num_classes=self.num_classes, parallel_passes=self.parallel_passes)
 
 
 def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *, noise_block: int,
                 batch_size: int, num_classes: int, seed: int,
-                run_pass: Callable[..., np.ndarray]) -> Iterator[Tuple[int, dict]]:
-    """The host scheduler: yields (key, {stream: int64 [K] counts}) per example, in input order.
+                run_pass: Callable[..., np.ndarray]) -> Iterator[Tuple[int, dict, float]]:
+    """The host scheduler: yields (key, {stream: int64 [K] counts}, seconds) per example, in input order.
 
     Examples are read lazily: the queue holds at most one pass of blocks, so a stream of any length
     runs in constant memory and an example is yielded as soon as its last block is counted.
+
+    `seconds` is the example's share of the wall-clock time of the forward passes it took part in: a
+    pass of duration t holding b of the example's blocks among its B real blocks adds t * b / B (padding
+    blocks count for nobody). Summed over examples it is the total time of the passes, and it does not
+    depend on where a row lands in the output order.
 
     Args:
         examples: (key, image float32 [H, W, C] in [0, 1], sigma > 0) triples, already validated.
@@ -151,7 +166,7 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
     per_pass = blocks_per_pass(batch_size, noise_block)
     streams_t, index_t, valid_t = block_plan(plan, noise_block)
     pending = collections.deque()  # (slot, stream, block_index, valid)
-    open_jobs = collections.OrderedDict()  # slot -> [key, image, sigma, counts, blocks left]
+    open_jobs = collections.OrderedDict()  # slot -> [key, image, sigma, counts, blocks left, seconds]
     examples = iter(examples)
     next_slot, exhausted = 0, False
     while True:
@@ -163,18 +178,22 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
                 break
             pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
             counts = {stream: np.zeros(num_classes, np.int64) for stream, _ in plan}
-            open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t)]
+            open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t), 0.0]
             next_slot += 1
         if not pending:
             return
         take = [pending.popleft() for _ in range(min(per_pass, len(pending)))]
+        start = time.perf_counter()
         out = _host_pass(open_jobs, take, per_pass, seed, run_pass)
+        share = (time.perf_counter() - start) / len(take)
         for row, (slot, stream, _, _) in zip(out, take):
-            open_jobs[slot][3][int(stream)] += row
-            open_jobs[slot][4] -= 1
+            job = open_jobs[slot]
+            job[3][int(stream)] += row
+            job[4] -= 1
+            job[5] += share
         while open_jobs and next(iter(open_jobs.values()))[4] == 0:
-            key, _, _, counts, _ = open_jobs.popitem(last=False)[1]
-            yield key, counts
+            key, _, _, counts, _, seconds = open_jobs.popitem(last=False)[1]
+            yield key, counts, seconds
 
 
 def _host_pass(open_jobs, take, per_pass, seed, run_pass):

@@ -9,10 +9,10 @@ sigma * Phi^{-1}(p_a_lower) of CERTIFY). A client needs TensorFlow only, not tfs
 Signatures (B images per request; pixels float32 in [0, 1]; K classes):
 
 * `serving_default` (PREDICT): inputs `images` [B, H, W, C], optional `seed`; outputs `label`
-  int64 [B] (-1 = abstain), `counts` int64 [B, K] (the n draws), `p_value` float32 [B], `seed`
-  int64 [B] (the seed used, to reproduce an unseeded answer).
-* `certify` (CERTIFY): same inputs; outputs `label` int64 [B], `radius` float32 [B] (l2, [0, 1]
-  pixel scale; 0 when abstaining), `p_a_lower` float32 [B], `counts` int64 [B, K] (the n estimation
+  int64 [B] (-1 = abstain), `counts` int64 [B, K] (the n draws), `p_value` float64 [B] (in [0, 1]),
+  `seed` int64 [B] (the seed used, to reproduce an unseeded answer).
+* `certify` (CERTIFY): same inputs; outputs `label` int64 [B], `radius` float64 [B] (l2, [0, 1]
+  pixel scale; 0 when abstaining), `p_a_lower` float64 [B], `counts` int64 [B, K] (the n estimation
   draws), `selection_counts` int64 [B, K] (the n0 selection draws), `seed` int64 [B].
 * `base_logits`: input `images`; output `logits` float32 [B, K], the base classifier without noise.
 * `metadata`: no input; sigma, n0, n, alpha, noise_block, batch_size, num_classes, image_shape,
@@ -30,13 +30,18 @@ request uses the noise of key i (`tfsmooth.noise`).
 
 Inputs are checked in the graph: a bad `images` or `seed` fails with an InvalidArgument error
 whose message names the input and the expected value.
+
+The in-graph statistics are conservative where they are validated against scipy (`tfsmooth.stats`), for
+n <= `MAX_N` = 10,000,000 and alpha in `ALPHA_RANGE` = [1e-12, 0.49] (`ExportConfig` refuses other values):
+`p_a_lower` and `radius` are never above the library's and at most 1e-9 below, `p_value` never below it and at
+most a relative 1.2e-6 above (tests/test_graph_stats.py). So labels equal the library's except at a bound
+within 1e-9 above 1/2 or a p-value within that relative distance below alpha.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -45,8 +50,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import noise, stats
+from tfsmooth import counting, noise, stats
 from tfsmooth.models import folding
+from tfsmooth.models import io as model_io
 from tfsmooth.stats import ABSTAIN
 
 METADATA_FILE = "tfsmooth_export.json"
@@ -65,8 +71,10 @@ class ExportConfig:
         num_classes: K, the base classifier's output size, >= 2.
         n0: CERTIFY's selection draws, >= 1.
         n: CERTIFY's estimation draws and PREDICT's draws; must allow both to answer at alpha
-            (`stats.min_n_to_predict(alpha)`, 11 for alpha = 0.001).
-        alpha: failure probability in (0, 1).
+            (`stats.min_n_to_predict(alpha)`, 11 for alpha = 0.001) and be at most `MAX_N` (10,000,000), the
+            largest n whose in-graph statistics are validated against scipy (tests/test_graph_stats.py).
+        alpha: failure probability in `ALPHA_RANGE` = [1e-12, 0.49], where the in-graph statistics are
+            validated against scipy.
         batch_size: noisy copies per forward pass of the base classifier (rounded down to whole
             noise blocks, at least one block).
         noise_block: draws per noise block (`tfsmooth.noise`); the library's default is 100.
@@ -95,8 +103,14 @@ class ExportConfig:
         object.__setattr__(self, "sigma", stats.check_sigma(self.sigma))
         stats.check_count(self.num_classes, "num_classes", minimum=2)
         object.__setattr__(self, "alpha", stats.check_alpha(self.alpha))
+        if not ALPHA_RANGE[0] <= self.alpha <= ALPHA_RANGE[1]:
+            raise ValueError(f"alpha={self.alpha} is outside the range whose in-graph statistics are validated: "
+                             f"use {ALPHA_RANGE[0]:g} <= alpha <= {ALPHA_RANGE[1]:g}")
         stats.check_count(self.n0, "n0")
         stats.check_count(self.n, "n")
+        if self.n > MAX_N:
+            raise ValueError(f"n={self.n} is above the largest n whose in-graph statistics are validated: "
+                             f"use n <= {MAX_N:,}")
         minimum = max(stats.min_n_to_certify(self.alpha), stats.min_n_to_predict(self.alpha))
         if self.n < minimum:
             raise ValueError(f"n={self.n} is too small to ever certify or predict at alpha={self.alpha}: "
@@ -119,7 +133,7 @@ class ExportConfig:
     @property
     def blocks_per_pass(self) -> int:
         """Noise blocks per forward pass, as in `SmoothedClassifier`: max(1, batch_size // noise_block)."""
-        return max(1, self.batch_size // self.noise_block)
+        return counting.blocks_per_pass(self.batch_size, self.noise_block)
 
     def to_json(self) -> dict:
         """The record written to `assets/tfsmooth_export.json`."""
@@ -132,71 +146,168 @@ class ExportConfig:
 
 
 # ----------------------------------------------------------------------------- graph statistics
-def tf_clopper_pearson_lower(k, n, alpha):
-    """One-sided (1 - alpha) Clopper-Pearson lower bound, in the graph (float64).
+MAX_N = 10_000_000
+"""Largest n (draws per image) whose in-graph statistics are validated against scipy."""
+ALPHA_RANGE = (1e-12, 0.49)
+"""(smallest, largest) alpha whose in-graph statistics are validated against scipy."""
+# `tf.math.betainc` sums a continued fraction capped at 300 iterations (Eigen's port of Cephes `incbet`), too few
+# near the mean of Beta(a, b) once a + b is above ~1e6: within half a standard deviation of it the relative error
+# is 1e-6 at n = 2e6, 3e-3 at 1e7, 0.2 at 1e8 (elsewhere ~eps * n ln n; none of this up to n = 1e6, a standard
+# deviation of 500 draws). `_binomial_tail` moves arguments within _NEAR_MEAN_SD standard deviations of the mean
+# _SHIFT_SD standard deviations away, when that deviation is at least _NEAR_MEAN_MIN_SD draws.
+_NEAR_MEAN_SD = 1.0
+_SHIFT_SD = 2.0
+_NEAR_MEAN_MIN_SD = 100.0
+# `_binomial_tail`'s relative error, measured against scipy over n <= MAX_N, is at most 2 eps (1 + (n + 1) ln(n + 1)
+# + |ln I|) (1.64 on the grid of tests/test_graph_stats.py, 1.99 on 136,000 random points): rounding of logarithms of
+# that size in x^a (1 - x)^b / B(a, b). The statistics are made conservative by _SAFETY_FACTOR times the unit.
+_SAFETY_FACTOR = 16.0
+_EPS = float(np.finfo(np.float64).eps)
+# `tf.math.ndtri` is within 2 ulps of scipy's `norm.ppf` on [0.5, 1): the radius is scaled down by this factor.
+_NDTRI_SAFETY = 1.0 - 4.0 * _EPS
 
-    The x with I_x(k, n - k + 1) = alpha (regularized incomplete beta, `tf.math.betainc`), found by
-    bisection; 0 when k = 0. Equals `tfsmooth.stats.clopper_pearson_lower` (scipy's
-    `beta.ppf(alpha, k, n - k + 1)`) to ~1e-12. LowerConfBound of CERTIFY (Cohen et al. 2019,
-    Sec. 3.2). (`tfp.math.betaincinv` of TFP 0.25 is off by up to 0.07 on small n, hence bisection.)
+
+def _float64(value):
+    """A float64 tensor of `value`; Python floats go straight to float64 (`tf.cast` would round them to float32)."""
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=tf.float64), tf.float64)
+
+
+def _tail_error_bound(n, tail):
+    """Bound on the relative error of `_binomial_tail(k, n, x)` where its value is `tail` (float64 tensors)."""
+    log_tail = tf.math.log(tf.maximum(tail, tf.constant(np.finfo(np.float64).tiny, tf.float64)))
+    return _SAFETY_FACTOR * _EPS * (1.0 + (n + 1.0) * tf.math.log(n + 1.0) - log_tail)
+
+
+def _binomial_terms(k, n, x, m):
+    """sum_{j=k}^{k+m-1} C(n, j) x^j (1 - x)^(n - j) for float64 vectors k, n, x (0 < x < 1), m (whole, >= 0).
+
+    The first term from log-gamma functions, the others by the ratio (n - j) / (j + 1) * x / (1 - x) of successive
+    terms (a cumulative product: relative rounding error ~ m eps, negligible beside the first term's).
+    """
+    steps = tf.range(tf.maximum(tf.reduce_max(tf.concat([m, [0.0]], 0)), 0.0), dtype=tf.float64)
+    first = tf.exp(tf.math.lgamma(n + 1.0) - tf.math.lgamma(k + 1.0) - tf.math.lgamma(n - k + 1.0)
+                   + k * tf.math.log(x) + (n - k) * tf.math.log1p(-x))
+    j = k[:, None] + steps
+    ratios = (n[:, None] - j) / (j + 1.0) * (x / (1.0 - x))[:, None]
+    terms = first[:, None] * tf.math.cumprod(ratios, axis=-1, exclusive=True)
+    return tf.reduce_sum(tf.where(steps < m[:, None], terms, tf.zeros_like(terms)), axis=-1)
+
+
+def _binomial_tail(k, n, x):
+    """P(X >= k) for X ~ Binomial(n, x), i.e. I_x(k, n - k + 1), in float64.
+
+    `tf.math.betainc`, except within _NEAR_MEAN_SD standard deviations of the mean of Beta(k, n - k + 1), where its
+    continued fraction has not converged for large n (a standard deviation of more than _NEAR_MEAN_MIN_SD draws):
+    there I_x(k, n - k + 1) = I_x(k + m, n - k - m + 1) +
+    sum_{j=k}^{k+m-1} C(n, j) x^j (1 - x)^(n - j) (DLMF 8.17.20 applied m times), with m = _SHIFT_SD standard
+    deviations (at most n - k + 1: then the first term is P(X >= n + 1) = 0), puts betainc's argument off the mean.
+    Relative error at most 2 eps (1 + (n + 1) ln(n + 1) + |ln I|) for n <= MAX_N (measured against scipy), an
+    eighth of `_tail_error_bound`.
+
+    Args:
+        k: float64 tensor, successes, 1 <= k <= n (not checked).
+        n: float64 tensor broadcasting with k and x, trials >= 1.
+        x: float64 tensor (or float) in [0, 1], the success probability.
+
+    Returns:
+        float64 tensor, the broadcast shape of k, n and x, values in [0, 1].
+    """
+    k, n, x = (_float64(v) for v in (k, n, x))
+    shape = tf.shape(k + n + x)
+    k, n, x = (tf.reshape(tf.broadcast_to(v, shape), [-1]) for v in (k, n, x))
+    b = n - k + 1.0
+    sd = tf.sqrt(k * b / (n + 2.0))  # of Beta(k, b) times n + 1: in draws
+    near = (tf.abs(x * (n + 1.0) - k) < _NEAR_MEAN_SD * sd) & (sd >= _NEAR_MEAN_MIN_SD)
+    m = tf.where(near, tf.minimum(tf.math.ceil(_SHIFT_SD * sd), b), tf.zeros_like(b))
+    shifted = tf.where(m < b, tf.math.betainc(k + m, tf.maximum(b - m, 1.0), x), tf.zeros_like(x))
+    rows = tf.where(near)
+    terms = tf.scatter_nd(rows, _binomial_terms(*(tf.gather_nd(v, rows) for v in (k, n, x, m))),
+                          tf.shape(b, out_type=tf.int64))
+    return tf.reshape(shifted + terms, shape)
+
+
+def tf_clopper_pearson_lower(k, n, alpha):
+    """One-sided (1 - alpha) Clopper-Pearson lower bound, in the graph (float64), never above the exact bound.
+
+    LowerConfBound of CERTIFY (Cohen et al. 2019, Sec. 3.2): the x with I_x(k, n - k + 1) = alpha, 0 when k = 0.
+    Bisection keeps the end `low` of its bracket, where the computed I_low(k, n - k + 1) (`_binomial_tail`) is below
+    alpha * (1 - `_tail_error_bound`): so the true I_low is below alpha and low below the exact bound. For
+    1 <= n <= MAX_N and alpha in ALPHA_RANGE it is below `tfsmooth.stats.clopper_pearson_lower` (scipy's
+    `beta.ppf(alpha, k, n - k + 1)`) by at most 1.2e-10 (measured, at n = 1e7 near the median; 1e-9 asserted by
+    tests/test_graph_stats.py).
+    (`tfp.math.betaincinv` iterates on the same `tf.math.betainc`: 2.4e-7 above scipy at n = 1e7, alpha = 0.49.)
 
     Args:
         k: integer tensor, successes, 0 <= k <= n (not checked).
         n: integer tensor broadcasting with k, trials >= 1.
-        alpha: float, failure probability in (0, 1).
+        alpha: float, or float tensor broadcasting with k and n: failure probability in (0, 1).
 
     Returns:
-        float64 tensor shaped like broadcast(k, n), values in [0, 1].
+        float64 tensor shaped like broadcast(k, n, alpha), values in [0, 1).
     """
-    k = tf.cast(k, tf.float64)
-    n = tf.cast(n, tf.float64)
-    a, b = tf.maximum(k, 1.0), n - k + 1.0
-    a, b = tf.broadcast_to(a, tf.shape(a + b)), tf.broadcast_to(b, tf.shape(a + b))
-    alpha = tf.constant(alpha, tf.float64)
+    k, n, alpha = (_float64(v) for v in (k, n, alpha))
+    shape = tf.shape(k + n + alpha)
+    k, n, alpha = (tf.broadcast_to(v, shape) for v in (k, n, alpha))
+    successes = tf.maximum(k, 1.0)
+    target = alpha * (1.0 - _tail_error_bound(n, alpha))  # computed I < target implies the true I < alpha
 
     def halve(step, low, high):
         mid = 0.5 * (low + high)
-        below = tf.math.betainc(a, b, mid) < alpha  # I_x(a, b) increases with x
+        below = _binomial_tail(successes, n, mid) < target  # I_x(a, b) increases with x
         return step + 1, tf.where(below, mid, low), tf.where(below, high, mid)
 
-    _, low, high = tf.while_loop(lambda step, *_: step < _BISECTION_STEPS, halve,
-                                 (tf.constant(0), tf.zeros_like(a), tf.ones_like(a)))
-    return tf.where(k == 0.0, tf.zeros_like(low), 0.5 * (low + high))
+    _, low, _ = tf.while_loop(lambda step, *_: step < _BISECTION_STEPS, halve,
+                              (tf.constant(0), tf.zeros_like(k), tf.ones_like(k)))
+    return tf.where(k == 0.0, tf.zeros_like(low), low)
 
 
 def tf_binomial_p_value(n_a, n_b):
-    """Two-sided binomial test p-value of n_a successes in n_a + n_b trials at p = 1/2, in the graph.
+    """Two-sided binomial test p-value of n_a successes in n_a + n_b trials at p = 1/2, in the graph, never too small.
 
-    BinomPValue of PREDICT (Cohen et al. 2019, Sec. 3.2). The distribution is symmetric, so the
-    p-value is min(1, 2 P(X <= min(n_a, n_b))) with P(X <= m) = I_{1/2}(N - m, m + 1), N = n_a + n_b;
-    1 when n_a = n_b (including N = 0). Equals `tfsmooth.stats.binomial_p_value` (scipy).
+    BinomPValue of PREDICT (Cohen et al. 2019, Sec. 3.2). The distribution is symmetric, so the p-value is
+    min(1, 2 P(X <= min(n_a, n_b))) with P(X <= m) = P(X >= N - m) = I_{1/2}(N - m, m + 1), N = n_a + n_b; 1 when
+    n_a = n_b (including N = 0). The tail (`_binomial_tail`) is raised by its error bound, so the p-value is never
+    below the exact one (PREDICT answers when p <= alpha). For N <= MAX_N it is above
+    `tfsmooth.stats.binomial_p_value` (scipy's `binomtest`) by a relative 2 * `_tail_error_bound` at most
+    (1.2e-6 at N = 1e7, 6.5e-10 at N = 1e4; tests/test_graph_stats.py); both are 0 below ~1e-308.
 
     Args:
         n_a, n_b: integer tensors (same shape), counts >= 0.
 
     Returns:
-        float64 tensor, p-values in (0, 1].
+        float64 tensor, p-values in [0, 1].
     """
-    n_a = tf.cast(n_a, tf.float64)
-    n_b = tf.cast(n_b, tf.float64)
+    n_a, n_b = _float64(n_a), _float64(n_b)
     total, low = n_a + n_b, tf.minimum(n_a, n_b)
-    tail = tf.math.betainc(tf.maximum(total - low, 1.0), low + 1.0, tf.constant(0.5, tf.float64))
-    one = tf.ones_like(tail)
-    return tf.where(tf.equal(n_a, n_b), one, tf.minimum(one, 2.0 * tail))
+    total_or_one = tf.maximum(total, 1.0)
+    tail = _binomial_tail(tf.maximum(total - low, 1.0), total_or_one, 0.5)
+    p_value = 2.0 * tail * (1.0 + _tail_error_bound(total_or_one, tail))
+    one = tf.ones_like(p_value)
+    return tf.where(tf.equal(n_a, n_b), one, tf.minimum(one, p_value))
 
 
 def tf_radius(sigma: float, p_a_lower):
-    """Certified l2 radius sigma * Phi^{-1}(p_a_lower) (Cohen et al. 2019, Theorem 1), float64.
+    """Certified l2 radius sigma * Phi^{-1}(p_a_lower) (Cohen et al. 2019, Theorem 1), float64, never above it.
+
+    `tf.math.ndtri` is within 2 ulps of scipy's `norm.ppf` on [0.5, 1); the result is scaled by 1 - 4 eps, so it is
+    at most `tfsmooth.stats.radius` and at least (1 - 8 eps) times it: with a conservative p_a_lower
+    (`tf_clopper_pearson_lower`), a conservative radius.
 
     Args:
         sigma: noise level (l2, [0, 1] pixel scale).
         p_a_lower: float tensor in [0.5, 1).
+
+    Returns:
+        float64 tensor shaped like p_a_lower: the radius (l2, [0, 1] pixel scale), 0 at p_a_lower = 0.5.
     """
-    return tf.constant(sigma, tf.float64) * tf.math.ndtri(tf.cast(p_a_lower, tf.float64))
+    return tf.constant(sigma * _NDTRI_SAFETY, tf.float64) * tf.math.ndtri(_float64(p_a_lower))
 
 
 def tf_certify_decision(selection_counts, estimation_counts, sigma: float, alpha: float):
     """Steps 1 and 3-4 of CERTIFY for a batch, in the graph (as `stats.certify_decision`).
+
+    The bound and the radius are never above the library's and at most 1e-9 below (for n <= MAX_N, alpha in
+    ALPHA_RANGE), so the label is the library's unless its bound is within 1e-9 above 1/2.
 
     Args:
         selection_counts, estimation_counts: integer [B, K] class counts of the n0 selection and n
@@ -218,6 +329,9 @@ def tf_certify_decision(selection_counts, estimation_counts, sigma: float, alpha
 
 def tf_predict_decision(counts, alpha: float):
     """PREDICT's decision for a batch, in the graph (as `stats.predict_decision`).
+
+    The p-value is never below the library's (`tf_binomial_p_value`), so the label is the library's unless its
+    p-value is within a relative 2 * `_tail_error_bound` (1.2e-6 at n = 1e7) below alpha.
 
     Args:
         counts: integer [B, K], K >= 2, class counts of the n draws.
@@ -274,65 +388,11 @@ def _fresh_seed():
                                        maxval=tf.constant(2**62, tf.int64), seed=0, seed2=0)
 
 
-def _block_plan(plan, noise_block):
-    """Per-image blocks, in the library's order: numpy (stream int64 [T], block_index int64 [T], valid int32 [T])."""
-    streams, index, valid = [], [], []
-    for stream, num in plan:
-        for b in range(math.ceil(num / noise_block)):
-            streams.append(stream)
-            index.append(b)
-            valid.append(min(noise_block, num - b * noise_block))
-    return np.array(streams, np.int64), np.array(index, np.int64), np.array(valid, np.int32)
-
-
 def _count(base_model, images, seed, plan, config: ExportConfig):
-    """Class counts per image and stream, as `SmoothedClassifier._iter_counts` with keys 0..B-1.
-
-    The library queues each image's blocks (stream by stream, in `plan` order), takes them
-    `blocks_per_pass` at a time across images and pads the last pass with a dummy block (first image
-    of that pass, key 0, stream 0, block 0, no valid draws). The same passes run here, one at a
-    time in a `tf.while_loop`, so each forward pass sees the library's tensor. One exception cuts
-    latency: a request with fewer blocks than one pass runs a single unpadded pass (e.g. one image,
-    n = 100, batch_size = 1,000: 100 noisy copies instead of 1,000). The noise is the same; only the
-    base model's batch size differs, which changes no logit bit on CPU in our tests.
-
-    Returns:
-        {stream: int64 [B, K]}.
-    """
-    streams_t, index_t, valid_t = _block_plan(plan, config.noise_block)
-    per_image = len(streams_t)
-    batch = tf.shape(images)[0]
-    image_of_block = tf.repeat(tf.range(batch), per_image)
-    total = batch * per_image
-    per_pass = tf.clip_by_value(total, 1, config.blocks_per_pass)
-    passes = (total + per_pass - 1) // per_pass
-    pad = passes * per_pass - total
-    pad_image = tf.gather(tf.concat([image_of_block, [0]], 0), tf.maximum(passes - 1, 0) * per_pass)
-    padded = lambda x, value: tf.concat([x, tf.fill([pad], tf.cast(value, x.dtype))], 0)  # noqa: E731
-    image_of_block = padded(image_of_block, pad_image)
-    keys = padded(tf.cast(tf.repeat(tf.range(batch), per_image), tf.int64), 0)
-    streams = padded(tf.tile(streams_t, [batch]), 0)
-    block_index = padded(tf.tile(index_t, [batch]), 0)
-    valid = padded(tf.tile(valid_t, [batch]), 0)
-
-    def one_pass(p, results):
-        part = slice(p * per_pass, (p + 1) * per_pass)
-        seeds = noise.block_seeds(seed, keys[part], streams[part], block_index[part])
-        counts = noise.count_blocks(base_model, images, image_of_block[part], seeds, valid[part],
-                                    block_size=config.noise_block, sigma=config.sigma,
-                                    num_classes=config.num_classes)
-        return p + 1, results.write(p, counts)
-
-    results = tf.TensorArray(tf.int32, size=passes, element_shape=[None, config.num_classes])
-    _, results = tf.while_loop(lambda p, _: p < passes, one_pass, (tf.constant(0), results),
-                               parallel_iterations=1)
-    counts = tf.reshape(results.concat()[:total], [batch, per_image, config.num_classes])
-    out, start = {}, 0
-    for stream, num in plan:
-        blocks = math.ceil(num / config.noise_block)
-        out[stream] = tf.cast(tf.reduce_sum(counts[:, start:start + blocks], axis=1), tf.int64)
-        start += blocks
-    return out
+    """Class counts per image and stream, as the library's (`counting.graph_counts`, keys 0..B-1)."""
+    sigma = tf.fill(tf.shape(images)[:1], tf.constant(config.sigma, tf.float32))
+    return counting.graph_counts(base_model, images, sigma, seed, plan, noise_block=config.noise_block,
+                                 batch_size=config.batch_size, num_classes=config.num_classes)
 
 
 def _predict(base_model, cfg: ExportConfig, images, seed):
@@ -340,7 +400,7 @@ def _predict(base_model, cfg: ExportConfig, images, seed):
     seed = _resolved_seed(seed)
     counts = _count(base_model, images, seed, ((noise.STREAM_PREDICT, cfg.n),), cfg)[noise.STREAM_PREDICT]
     label, p_value = tf_predict_decision(counts, cfg.alpha)
-    return {"label": label, "counts": counts, "p_value": tf.cast(p_value, tf.float32),
+    return {"label": label, "counts": counts, "p_value": p_value,  # float64: float32 underflows below 1e-45
             "seed": tf.fill(tf.shape(label), seed)}
 
 
@@ -351,7 +411,8 @@ def _certify(base_model, cfg: ExportConfig, images, seed):
     counts = _count(base_model, images, seed, plan, cfg)
     label, radius, p_a_lower = tf_certify_decision(counts[noise.STREAM_SELECTION], counts[noise.STREAM_ESTIMATION],
                                                    cfg.sigma, cfg.alpha)
-    return {"label": label, "radius": tf.cast(radius, tf.float32), "p_a_lower": tf.cast(p_a_lower, tf.float32),
+    # float64, as computed: rounding to float32 (to nearest) could lift them above the conservative value.
+    return {"label": label, "radius": radius, "p_a_lower": p_a_lower,
             "counts": counts[noise.STREAM_ESTIMATION], "selection_counts": counts[noise.STREAM_SELECTION],
             "seed": tf.fill(tf.shape(label), seed)}
 
@@ -429,8 +490,9 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
         str: the path of the version directory.
 
     Raises:
-        ValueError: naming the argument, if sigma <= 0, alpha not in (0, 1), n0 < 1, n too small to
-            ever certify or predict at alpha, batch_size / noise_block < 1, version not an int >= 1,
+        ValueError: naming the argument, if sigma <= 0, alpha outside `ALPHA_RANGE` = [1e-12, 0.49] (where
+            the in-graph statistics are validated), n0 < 1, n too small to ever certify or predict at
+            alpha or above `MAX_N` = 10,000,000, batch_size / noise_block < 1, version not an int >= 1,
             compute_dtype not "float32" / "bfloat16",
             `export_dir/<version>` exists and is not an empty directory, class_names has the wrong
             length, or the model's input shape is unknown or its output size is not num_classes.
@@ -465,6 +527,26 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
     return version_dir
 
 
+def export_smoothed(smoothed, export_dir: str, *, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
+                    batch_size: int = 1_000, version: int = 1, class_names: Optional[Sequence[str]] = None) -> str:
+    """Exports a `tfsmooth.SmoothedClassifier` as a TF Serving SavedModel, `export_dir/<version>/`.
+
+    Calls `export_saved_model` with the classifier's base model, sigma, num_classes, noise_block and
+    compute_dtype, so the export's `serving_default` / `certify` signatures answer, for a seed s,
+    exactly as `smoothed.predict_batch` / `smoothed.certify_batch(images, ..., seed=s)`.
+
+    Returns:
+        str: the version directory.
+
+    Raises:
+        ValueError: as `export_saved_model` (bad n0, n, alpha, version, an existing non-empty version
+            directory, ...).
+    """
+    return export_saved_model(smoothed.base_model, export_dir, sigma=smoothed.sigma, num_classes=smoothed.num_classes,
+                              noise_block=smoothed.noise_block, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                              version=version, class_names=class_names, compute_dtype=smoothed.compute_dtype)
+
+
 def export_model_file(model_path: str, export_dir: str, *, class_names: Optional[Sequence[str]] = None,
                       **kwargs) -> str:
     """Loads a base classifier saved as `.keras` and exports it (`export_saved_model`).
@@ -485,9 +567,7 @@ def export_model_file(model_path: str, export_dir: str, *, class_names: Optional
         FileNotFoundError: if `model_path` does not exist.
         ValueError: as `export_saved_model`, or if the file is not a Keras model.
     """
-    from tfsmooth import runs  # noqa: PLC0415  (runs imports the training stack; keep export light)
-
-    model = runs.load_base_model(model_path)
+    model = model_io.load_base_model(model_path)
     out_shape = _output_shape(model)
     if out_shape is None or out_shape[-1] is None:
         raise ValueError(f"cannot tell the number of classes of {model_path}: its output shape is unknown")

@@ -346,12 +346,14 @@ def _config_json(run_config: Mapping) -> Tuple[str, dict]:
     return text, json.loads(text)
 
 
-def _config_differences(found: Mapping, expected: Mapping) -> str:
+def _config_differences(found: Mapping, expected: Mapping, informational=()) -> str:
     def show(config, key):
         return json.dumps(config[key]) if key in config else "<missing>"
 
     lines = []
     for key in list(found) + [k for k in expected if k not in found]:
+        if key in informational:
+            continue
         if key not in found or key not in expected or found[key] != expected[key]:
             lines.append(f"  {key}: file has {show(found, key)}, this run has {show(expected, key)}")
     return "\n".join(lines)
@@ -381,6 +383,8 @@ class ResultsWriter:
         path: str or os.PathLike, the TSV; missing parent directories are created.
         columns: CERTIFY_COLUMNS, PREDICT_COLUMNS or ATTACK_COLUMNS (that exact order).
         run_config: dict with str keys and JSON-serializable values (no NaN / inf).
+        informational: keys of run_config stored in the sidecar but not compared on resume (e.g.
+            the model's path, when its SHA-256 identifies it: a moved model resumes).
 
     Raises:
         ValueError: unknown columns; run_config not JSON-serializable; the path is a directory;
@@ -391,8 +395,9 @@ class ResultsWriter:
             malformed / duplicated row (message names file and line).
     """
 
-    def __init__(self, path, columns: Sequence[str], run_config: Mapping):
+    def __init__(self, path, columns: Sequence[str], run_config: Mapping, informational: Sequence[str] = ()):
         self.path = os.fspath(path)
+        self.informational = frozenset(informational)
         self.columns = tuple(columns)
         if self.columns not in KINDS.values():
             raise ValueError(f"columns must be one of {list(KINDS.values())}, got {self.columns}")
@@ -453,9 +458,10 @@ class ResultsWriter:
             raise ValueError(f"{self.sidecar_path}: not valid JSON ({error})") from None
         if not isinstance(found, dict):
             raise ValueError(f"{self.sidecar_path}: expected a JSON object, found {found!r}")
-        if found != config:
+        compared = {k: v for k, v in found.items() if k not in self.informational}
+        if compared != {k: v for k, v in config.items() if k not in self.informational}:
             raise ValueError(f"{self.path} was written with other parameters; resuming would mix "
-                             f"results. Differences:\n{_config_differences(found, config)}")
+                             f"results. Differences:\n{_config_differences(found, config, self.informational)}")
         rows = _parse_rows(self.path, lines[1:], self.columns)
         keep = len(complete.encode("utf-8")) + 1
         return keep, {row["idx"] for row in rows}

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import counting, noise, stats
+from tfsmooth import checks, counting, noise, stats
 from tfsmooth.models import folding
+from tfsmooth.models import io as model_io
 from tfsmooth.stats import ABSTAIN
 
 
@@ -31,6 +33,9 @@ class Certificate:
         p_a_lower: one-sided (1 - alpha) Clopper-Pearson lower bound on P(f(x + delta) = c_A).
         counts: int64 [num_classes], class counts of the n estimation draws.
         selection_counts: int64 [num_classes], class counts of the n0 selection draws.
+        seconds: this input's share of the wall-clock time of the noisy forward passes it used
+            (`tfsmooth.counting.iter_counts`), plus its statistics; what the TSV's `time` column holds.
+        seed: the seed of the noise (the one drawn when `seed=None` was passed), to reproduce it.
     """
 
     label: int
@@ -38,6 +43,8 @@ class Certificate:
     p_a_lower: float
     counts: np.ndarray
     selection_counts: np.ndarray
+    seconds: float = 0.0
+    seed: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +55,14 @@ class Prediction:
         label: the predicted class, or ABSTAIN (-1).
         p_value: two-sided binomial test p-value of the top two counts.
         counts: int64 [num_classes], class counts of the n draws.
+        seconds, seed: as in `Certificate`.
     """
 
     label: int
     p_value: float
     counts: np.ndarray
+    seconds: float = 0.0
+    seed: Optional[int] = None
 
 
 class SmoothedClassifier:
@@ -82,16 +92,23 @@ class SmoothedClassifier:
     the base model's own variables and the same logits up to float32 rounding.
 
     Raises:
-        ValueError: if sigma <= 0, num_classes < 2, noise_block < 1, parallel_passes < 1, compute_dtype is not "float32"
+        ValueError: if base_model is a file path or not callable, sigma is not a number > 0 (a string is
+            refused), num_classes < 2, noise_block < 1, parallel_passes < 1, compute_dtype is not "float32"
             or "bfloat16" (or is "bfloat16" for a subclassed model), or the model's output size is
             known and differs from num_classes.
     """
 
     def __init__(self, base_model, num_classes: int, sigma: float, *, noise_block: int = 100,
                  compute_dtype: str = "float32", parallel_passes: Optional[int] = None):
+        if isinstance(base_model, (str, bytes, os.PathLike)):
+            raise ValueError(f"base_model must be a Keras model, got the path {base_model!r}: load it first with "
+                             "tfsmooth.load_model(path) or tfsmooth.models.io.load_base_model(path)")
+        if not callable(base_model):
+            raise ValueError(f"base_model must be a callable Keras model, got {type(base_model).__name__}")
         self.base_model = base_model
+        model_io.warn_if_rescaled_to_unit_range(base_model)
         self.num_classes = stats.check_count(num_classes, "num_classes", minimum=2)
-        self.sigma = stats.check_sigma(sigma)
+        self.sigma = checks.warn_sigma_scale(stats.check_sigma(sigma))
         self.noise_block = stats.check_count(noise_block, "noise_block")
         out_shape = _static_output_shape(base_model)
         if out_shape is not None and out_shape[-1] is not None and out_shape[-1] != self.num_classes:
@@ -106,7 +123,8 @@ class SmoothedClassifier:
         self._count_fns = {}
 
     # ----------------------------------------------------------------------------------- CERTIFY
-    def certify(self, x, n0: int, n: int, alpha: float, batch_size: int, seed: Optional[int] = None) -> Certificate:
+    def certify(self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: Optional[int] = None,
+                seed: Optional[int] = None) -> Certificate:
         """CERTIFY (Cohen et al. 2019, Sec. 3.2) for one input.
 
         With probability at least 1 - alpha over the noise, if the returned label is not ABSTAIN,
@@ -115,14 +133,16 @@ class SmoothedClassifier:
 
         Args:
             x: float32 [H, W, C] in [0, 1].
-            n0: number of selection draws (>= 1), used only to pick the top class c_A.
-            n: number of fresh estimation draws used to lower-bound p_A.
-            alpha: failure probability in (0, 1).
+            n0: number of selection draws (>= 1), used only to pick the top class c_A (default 100,
+                as the CLI).
+            n: number of fresh estimation draws used to lower-bound p_A (default 100,000).
+            alpha: failure probability in (0, 1) (default 0.001).
             batch_size: noisy copies per forward pass of the base model, rounded down to a multiple
                 of the noise block (`noise_block` draws, default 100), at least one block: at the
                 default, 50 runs 100 copies per pass and 1999 runs 1900. Only the speed and memory
-                depend on it, not the counts.
-            seed: int >= 0; the same seed gives the same counts. None draws a fresh seed.
+                depend on it, not the counts. None: `default_batch_size` (from the model's input size).
+            seed: int >= 0; the same seed gives the same counts. None draws a fresh seed, reported
+                in `Certificate.seed`.
 
         Returns:
             A `Certificate`.
@@ -132,12 +152,15 @@ class SmoothedClassifier:
         """
         return self.certify_batch(_as_batch(x, "x"), n0, n, alpha, batch_size, seed=seed)[0]
 
-    def certify_batch(self, images, n0: int, n: int, alpha: float, batch_size: int,
-                      seed: Optional[int] = None, keys: Optional[Sequence[int]] = None) -> List[Certificate]:
+    def certify_batch(self, images, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
+                      batch_size: Optional[int] = None, seed: Optional[int] = None,
+                      keys: Optional[Sequence[int]] = None) -> List[Certificate]:
         """CERTIFY for many inputs, sharing forward passes between them.
 
         Args:
-            images: float32 [B, H, W, C] in [0, 1].
+            images: float32 [B, H, W, C] in [0, 1], or a `tf.data.Dataset` of images or of
+                (image, label) pairs (what `tfsmooth.data.load_dataset` returns; labels are ignored),
+                batched or not.
             n0, n, alpha, batch_size, seed: as in `certify`.
             keys: int [B] in [0, 2**28), identifiers that select each input's noise (default
                 0..B-1). An input certified with key k and seed s gets the same counts as
@@ -155,9 +178,13 @@ class SmoothedClassifier:
         keys = _check_keys(keys, len(images))
         return [c for _, c in self.iter_certify(zip(keys, images), n0, n, alpha, batch_size, seed=seed)]
 
-    def iter_certify(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int, n: int, alpha: float,
-                     batch_size: int, seed: Optional[int] = None) -> Iterator[Tuple[int, Certificate]]:
+    def iter_certify(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100, n: int = 100_000,
+                     alpha: float = 0.001, batch_size: Optional[int] = None,
+                     seed: Optional[int] = None) -> Iterator[Tuple[int, Certificate]]:
         """Streams CERTIFY over `(key, image)` pairs; yields `(key, Certificate)` as each finishes.
+
+        `examples` may also be a `tf.data.Dataset` of images or (image, label) pairs (batched or
+        not); the key of each image is then its position in the data set (0, 1, ...).
 
         Images are consumed lazily and several share a forward pass, so the CPU stays busy even
         when n0 + n is smaller than batch_size. Arguments as in `certify_batch` (batch_size is
@@ -174,21 +201,23 @@ class SmoothedClassifier:
         alpha = stats.check_alpha(alpha)
         n0 = stats.check_count(n0, "n0")
         n = self._check_n(n, alpha, stats.min_n_to_certify(alpha), "certify")
-        batch_size = stats.check_count(batch_size, "batch_size")
+        batch_size = self._batch_size(batch_size)
         seed = _resolve_seed(seed)
-        return self._certify_stream(examples, n0, n, alpha, batch_size, seed)
+        return self._certify_stream(_keyed_examples(examples), n0, n, alpha, batch_size, seed)
 
     def _certify_stream(self, examples, n0, n, alpha, batch_size, seed):
         """The generator behind `iter_certify`, on validated arguments."""
         plan = ((noise.STREAM_SELECTION, n0), (noise.STREAM_ESTIMATION, n))
-        for key, counts in self._iter_counts(examples, plan, batch_size, seed):
+        for key, counts, seconds in self._iter_counts(examples, plan, batch_size, seed):
+            start = time.perf_counter()
             label, radius, p_a_lower = stats.certify_decision(
                 counts[noise.STREAM_SELECTION], counts[noise.STREAM_ESTIMATION], self.sigma, alpha)
             yield key, Certificate(label, radius, p_a_lower, counts[noise.STREAM_ESTIMATION],
-                                   counts[noise.STREAM_SELECTION])
+                                   counts[noise.STREAM_SELECTION], seconds + time.perf_counter() - start, seed)
 
     # ----------------------------------------------------------------------------------- PREDICT
-    def predict(self, x, n: int, alpha: float, batch_size: int, seed: Optional[int] = None) -> int:
+    def predict(self, x, n: int = 1000, alpha: float = 0.001, batch_size: Optional[int] = None,
+                seed: Optional[int] = None) -> int:
         """PREDICT (Cohen et al. 2019, Sec. 3.2) for one input.
 
         With probability at least 1 - alpha, a returned label other than ABSTAIN equals g(x).
@@ -208,16 +237,18 @@ class SmoothedClassifier:
         """
         return self.predict_batch(_as_batch(x, "x"), n, alpha, batch_size, seed=seed)[0].label
 
-    def predict_batch(self, images, n: int, alpha: float, batch_size: int,
+    def predict_batch(self, images, n: int = 1000, alpha: float = 0.001, batch_size: Optional[int] = None,
                       seed: Optional[int] = None, keys: Optional[Sequence[int]] = None) -> List[Prediction]:
         """PREDICT for many inputs; arguments as in `certify_batch`. Returns `Prediction`s."""
         images = self._check_images(images, "images")
         keys = _check_keys(keys, len(images))
         return [p for _, p in self.iter_predict(zip(keys, images), n, alpha, batch_size, seed=seed)]
 
-    def iter_predict(self, examples: Iterable[Tuple[int, np.ndarray]], n: int, alpha: float,
-                     batch_size: int, seed: Optional[int] = None) -> Iterator[Tuple[int, Prediction]]:
+    def iter_predict(self, examples: Iterable[Tuple[int, np.ndarray]], n: int = 1000, alpha: float = 0.001,
+                     batch_size: Optional[int] = None, seed: Optional[int] = None) -> Iterator[Tuple[int, Prediction]]:
         """Streams PREDICT over `(key, image)` pairs; yields `(key, Prediction)` in order.
+
+        `examples` may be a `tf.data.Dataset`, as in `iter_certify`.
 
         Arguments as in `predict_batch` (batch_size is rounded down to a multiple of the noise block
         (`noise_block` draws), at least one block).
@@ -231,18 +262,21 @@ class SmoothedClassifier:
         """
         alpha = stats.check_alpha(alpha)
         n = self._check_n(n, alpha, stats.min_n_to_predict(alpha), "predict")
-        batch_size = stats.check_count(batch_size, "batch_size")
+        batch_size = self._batch_size(batch_size)
         seed = _resolve_seed(seed)
-        return self._predict_stream(examples, n, alpha, batch_size, seed)
+        return self._predict_stream(_keyed_examples(examples), n, alpha, batch_size, seed)
 
     def _predict_stream(self, examples, n, alpha, batch_size, seed):
         """The generator behind `iter_predict`, on validated arguments."""
-        for key, counts in self._iter_counts(examples, ((noise.STREAM_PREDICT, n),), batch_size, seed):
+        for key, counts, seconds in self._iter_counts(examples, ((noise.STREAM_PREDICT, n),), batch_size, seed):
+            start = time.perf_counter()
             label, p_value = stats.predict_decision(counts[noise.STREAM_PREDICT], alpha)
-            yield key, Prediction(label, p_value, counts[noise.STREAM_PREDICT])
+            yield key, Prediction(label, p_value, counts[noise.STREAM_PREDICT], seconds + time.perf_counter() - start,
+                                  seed)
 
     # ---------------------------------------------------------------------------------- counting
-    def sample_counts(self, images, num: int, batch_size: int, seed: int, *, stream: int = noise.STREAM_ESTIMATION,
+    def sample_counts(self, images, num: int, batch_size: Optional[int] = None, seed: Optional[int] = None, *,
+                      stream: int = noise.STREAM_ESTIMATION,
                       keys: Optional[Sequence[int]] = None) -> np.ndarray:
         """Counts of f's top-1 class over `num` noisy draws per image.
 
@@ -267,15 +301,16 @@ class SmoothedClassifier:
         images = self._check_images(images, "images")
         keys = _check_keys(keys, len(images))
         num = stats.check_count(num, "num")
-        batch_size = stats.check_count(batch_size, "batch_size")
+        batch_size = self._batch_size(batch_size)
         seed = _resolve_seed(seed)
         if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) or stream not in noise.STREAMS:
             raise ValueError(f"stream must be one of tfsmooth.noise.STREAMS {noise.STREAMS}, got {stream!r}")
         stream = int(stream)
-        return np.stack([c[stream] for _, c in self._iter_counts(zip(keys, images), ((stream, num),), batch_size, seed)])
+        return np.stack([c[stream] for _, c, _ in self._iter_counts(zip(keys, images), ((stream, num),), batch_size,
+                                                                       seed)])
 
     def _iter_counts(self, examples, plan, batch_size, seed):
-        """Yields (key, {stream: int64 [K] counts}) per example, in input order (`counting.iter_counts`).
+        """Yields (key, {stream: int64 [K] counts}, seconds) per example, in input order (`counting.iter_counts`).
 
         Each image and key is validated as it is read; sigma is carried per image (`counting`).
         """
@@ -307,6 +342,17 @@ class SmoothedClassifier:
         return run
 
     # -------------------------------------------------------------------------------- validation
+    @property
+    def default_batch_size(self) -> int:
+        """The batch size used when none is given: about 4 million input floats per pass (whole noise
+        blocks, at most 1,000 copies): 1,000 for CIFAR-10 or MNIST, 100 for 224 x 224 x 3 images."""
+        pixels = int(np.prod(self.input_shape)) if self.input_shape and None not in self.input_shape else 3072
+        blocks = max(1, min(1000, 4_000_000 // pixels) // self.noise_block)
+        return blocks * self.noise_block
+
+    def _batch_size(self, batch_size):
+        return self.default_batch_size if batch_size is None else stats.check_count(batch_size, "batch_size")
+
     def _check_n(self, n, alpha, minimum, what):
         n = stats.check_count(n, "n")
         if n < minimum:
@@ -316,6 +362,9 @@ class SmoothedClassifier:
         return n
 
     def _check_images(self, images, name):
+        if isinstance(images, tf.data.Dataset):
+            images = np.stack([image for _, image in _keyed_examples(images)]) if images.cardinality() != 0 else \
+                np.zeros((0, *(self.input_shape or ())), np.float32)
         arr = np.asarray(images)
         if arr.ndim != 4:
             raise ValueError(f"{name} must have shape [batch, height, width, channels], got shape {arr.shape}")
@@ -330,6 +379,25 @@ class SmoothedClassifier:
         if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
             raise ValueError(f"{name} must be pixels in [0, 1], got values in [{arr.min()}, {arr.max()}]")
         return arr
+
+
+def _keyed_examples(examples):
+    """(key, image) pairs: `examples` itself, or for a `tf.data.Dataset` of images / (image, label)
+    pairs / batches of either, (position, image) pairs."""
+    if not isinstance(examples, tf.data.Dataset):
+        return examples
+    spec = examples.element_spec
+    if isinstance(spec, tuple):
+        if len(spec) != 2 or not isinstance(spec[0], tf.TensorSpec):
+            raise ValueError("a tf.data.Dataset of examples must hold images or (image, label) pairs, got elements "
+                             f"{spec}")
+        examples, spec = examples.map(lambda image, label: image), spec[0]
+    if not isinstance(spec, tf.TensorSpec) or spec.shape.rank not in (3, 4):
+        raise ValueError("a tf.data.Dataset of examples must hold images [H, W, C] (or batches [B, H, W, C]) or "
+                         f"(image, label) pairs, got elements {spec}")
+    if spec.shape.rank == 4:
+        examples = examples.unbatch()
+    return enumerate(examples.as_numpy_iterator())
 
 
 def _default_parallel_passes():

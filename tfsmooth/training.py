@@ -1,47 +1,364 @@
-"""Keras models that train a base classifier for randomized smoothing.
+"""Training a base classifier for randomized smoothing: one train step, one loss per method.
 
-`GaussianAugmentedModel` is the training of Cohen et al. (ICML 2019, Sec. 3.3 and App. B): each
-training step perturbs every image of the batch with fresh delta ~ N(0, sigma^2 I) in pixel space
-(no clipping) and takes a gradient step on the base classifier's loss at the noisy images.
+Every method trains the base classifier f on noisy copies of its batch. One skeleton,
+`SmoothingTrainer.train_step`, runs a step of every method; it reads as Pseudocode 1 of Salman et
+al. (NeurIPS 2019), of which Gaussian data augmentation (Cohen et al., ICML 2019, Sec. 3.3 and
+App. B) is the case without attack:
 
-The wrappers override only `train_step`/`test_step` (keras-io, "Customizing what happens in fit"),
-so `compile`, `fit`, callbacks, `tf.distribute` strategies and `.keras` saving work as usual; the
-base classifier stays available as `.base_model` and is what `SmoothedClassifier` smooths.
+    for a minibatch (x, y, w) of B examples [B, H, W, C], labels [B], sample weights [B]:
+        copies = noisy_copies(x, y)        # [B, k, H, W, C]: the method's k noisy copies per image
+        logits = f(copies)                 # [B, k, K]: ONE forward pass of B * k inputs, training mode
+        loss = copies_loss(y, logits, w)   # the method's loss over the copies
+        one optimizer step on the gradient of the loss
 
-`SmoothAdvModel` is SmoothAdv adversarial training (Salman et al., NeurIPS 2019, Sec. 2.3, 3.2 and
-Pseudocode 1): each step attacks the smoothed soft classifier with `tfsmooth.attacks` and trains on
-Gaussian copies of the adversarial examples.
+A method is a loss over `[batch, copies, classes]` logits (`copies_loss`), the way it makes its
+copies (`noisy_copies`, Gaussian by default) and a frozen config dataclass, registered in
+`METHODS` (name -> config class and builder):
+
+* "gaussian": `GaussianAugmentedModel`, `GaussianConfig` -- k = 1 copy x + delta,
+  delta ~ N(0, sigma^2 I) in pixel space (no clipping); the compiled loss.
+* "smoothadv": `SmoothAdvModel`, `SmoothAdvConfig` -- m = `num_noise_vec` draws delta_i, the
+  attack of `attacks.SMOOTHADV_ATTACKS` on the smoothed soft classifier with them, then the
+  k = m copies x_adv + delta_i (or k = 1 without `multi_noise`); the compiled loss, the mean over
+  all B * k copies with each sample weight repeated over its copies.
+
+The models override only `train_step`/`test_step` (keras-io, "Customizing what happens in fit"),
+through public Keras API: `compute_loss`, `optimizer.scale_loss` (loss scaling for mixed
+precision), `optimizer.apply`, `compute_metrics` and a `keras.metrics.Mean` loss tracker of their
+own. So `compile`, `fit`, callbacks, `tf.distribute` strategies and `.keras` saving work as usual;
+the base classifier stays available as `.base_model` and is what `SmoothedClassifier` smooths.
+
+Distribution: under a `tf.distribute` strategy every replica runs the step on its share of the
+global batch. As in Keras' own `Model.train_step` (Keras 3, TensorFlow backend), the loss a
+method returns is the replica's share of the global loss -- its mean divided by
+`num_replicas_in_sync`, which is what `Model.compute_loss` returns for a compiled loss and the
+regularization losses -- and the optimizer sums the replicas' gradients, so a step follows the
+gradient of the mean over the global batch; the loss tracker sees the replica's mean.
+
+Noise and attack randomness are stateless draws seeded by (the user's seed, a domain tag of
+`tfsmooth.noise`, the global replica id, a step counter saved with the model), so each replica
+and each step draws its own noise, a run is reproducible from its seed, a reloaded model continues
+the sequence, and no draw coincides with one of certification (`noise` module docstring).
+
+Weight decay: the architectures of `tfsmooth.models` decay the convolution and dense kernels only
+(coupled L2, `kernel_regularizer=L2(weight_decay / 2)`, which adds weight_decay * w to their
+gradients as PyTorch's `SGD(weight_decay=...)` does, momentum included), whereas the PyTorch recipe
+of Cohen et al. and Salman et al. decays every parameter: biases and batch-norm scales and offsets
+too. Kernels only is the Keras convention (a regularizer belongs to a layer's weight) and the
+common "no bias decay" practice; those parameters are a small fraction of a ResNet's, but the
+difference is not measured here, so results are not bit-for-bit the papers' recipe. An exact
+replication would add `bias_regularizer`, `gamma_regularizer` and `beta_regularizer` with the same
+L2(weight_decay / 2) in `tfsmooth.models` (not Keras' `weight_decay=` optimizer argument, which is
+decoupled decay).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import math
+import json
+import random
+from typing import Callable, NamedTuple
 
 import keras
 import tensorflow as tf
 
-from tfsmooth import attacks, stats
+from tfsmooth import attacks, checks, noise
 from tfsmooth.models.folding import fold_batch_norm
 
+SMOOTHADV_ATTACKS = tuple(attacks.SMOOTHADV_ATTACKS)
+"""Names of the attacks `SmoothAdvModel` can train with: the keys of `attacks.SMOOTHADV_ATTACKS`."""
 
-@keras.saving.register_keras_serializable(package="tfsmooth")
-class GaussianAugmentedModel(keras.Model):
-    """Trains `base_model` under Gaussian data augmentation (Cohen et al. 2019, Sec. 3.3).
 
-    Calling the model runs the base classifier without noise; `fit` adds noise in `train_step`,
-    and `evaluate` reports loss and metrics under noise (an estimate of the accuracy of the base
-    classifier under noise, not of the smoothed classifier).
+# ------------------------------------------------------------------------------ method configs
+class _JsonConfig:
+    """JSON round trip of a frozen config dataclass (saved beside checkpoints and exports)."""
+
+    def to_json(self) -> str:
+        """The fields as a JSON object, keys sorted."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        """The config of a `to_json` text; validated as by the constructor.
+
+        Raises:
+            ValueError: if the text is not a JSON object of this class's fields, or a field is invalid.
+        """
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"{cls.__name__} JSON must be an object, got {text!r}")
+        unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianConfig(_JsonConfig):
+    """Gaussian data augmentation (Cohen et al. 2019, Sec. 3.3): no fields of its own.
+
+    The noise level sigma and the seed are arguments of every method's builder (`METHODS`).
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothAdvConfig(_JsonConfig):
+    """SmoothAdv adversarial training (Salman et al. 2019, Pseudocode 1; METHODS.md §2).
+
+    The defaults are the paper's typical from-scratch CIFAR-10 run.
+
+    Attributes:
+        attack: one of `SMOOTHADV_ATTACKS` ("pgd": SmoothAdv-PGD, "ddn": SmoothAdv-DDN).
+        epsilon: l2 radius of the attack on the [0, 1] pixel scale, >= 0 (after the warm-up).
+        num_steps: attack steps T, >= 1.
+        num_noise_vec: noise draws m per example, >= 1 (m_train: 1, 2, 4 or 8 in the paper).
+        warmup_epochs: epochs of the linear epsilon warm-up, >= 1 (1: none).
+        multi_noise: train on all m noisy copies (True) or on the first one (False).
+
+    Raises:
+        ValueError: naming the field, if one is out of the ranges above.
+    """
+
+    attack: str = "pgd"
+    epsilon: float = 0.25
+    num_steps: int = 10
+    num_noise_vec: int = 2
+    warmup_epochs: int = 10
+    multi_noise: bool = True
+
+    def __post_init__(self):
+        checks.check_choice(self.attack, "attack", SMOOTHADV_ATTACKS)
+        object.__setattr__(self, "epsilon", checks.check_epsilon(self.epsilon))
+        for name in ("num_steps", "num_noise_vec", "warmup_epochs"):
+            object.__setattr__(self, name, checks.check_count(getattr(self, name), name))
+        if not isinstance(self.multi_noise, bool):
+            raise ValueError(f"multi_noise must be True or False, got {self.multi_noise!r}")
+
+
+# ------------------------------------------------------------------------------------ skeleton
+class SmoothingTrainer(keras.Model):
+    """The train step of every method: noisy copies, one forward pass, a loss over the copies.
+
+    Subclasses (methods) provide `noisy_copies` (default: `num_copies` Gaussian copies) and
+    `copies_loss` (default: `compiled_loss_of_copies`), not a train step. `train_step` and
+    `test_step` use only public Keras API (module docstring), so they hold under `tf.distribute`
+    and mixed-precision loss scaling.
+
+    Calling the model runs the base classifier without noise; `evaluate` reports the compiled loss
+    and metrics of the base classifier on one Gaussian copy of each input (an estimate of its
+    accuracy under noise, not of the smoothed classifier's), for every method.
 
     Args:
         base_model: Keras model, float32 pixels [batch, H, W, C] in [0, 1] -> scores [batch, K].
         sigma: noise standard deviation per pixel (l2 on the [0, 1] pixel scale), > 0.
-        seed: optional int seeding the noise (`keras.random.SeedGenerator`); the same seed and
-            data order give the same noise.
+        seed: int in [0, 2**63) seeding all noise and attack randomness (`noise.step_seeds`), or None
+            for a random one, drawn once and then saved with the model like a given seed.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Raises:
-        ValueError: if sigma is not a finite number > 0.
+        ValueError: if sigma is not a finite number > 0 or seed not None or an integer in [0, 2**63).
+    """
+
+    num_copies = 1
+    """k, the Gaussian copies per image of the default `noisy_copies`."""
+
+    def __init__(self, base_model, sigma: float, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.base_model = base_model
+        self.sigma = checks.check_sigma(sigma)
+        self.seed = random.SystemRandom().randrange(2**31) if seed is None else checks.check_count(seed, "seed", 0)
+        if self.seed >= 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        # The step counters of the noise domains, advanced once per step (not once per replica).
+        self.train_noise_step = keras.Variable(0, dtype="int64", trainable=False, aggregation="only_first_replica",
+                                               name="train_noise_step")
+        self.test_noise_step = keras.Variable(0, dtype="int64", trainable=False, aggregation="only_first_replica",
+                                              name="test_noise_step")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, inputs, training=False):
+        return self.base_model(inputs, training=training)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        copies, logs = self.noisy_copies(x, y, _advance(self.train_noise_step))  # [B, k, H, W, C], no gradient
+        with tf.GradientTape() as tape:
+            logits = self.copies_logits(copies, training=True)  # [B, k, K]: one forward pass
+            loss = self.copies_loss(y, logits, sample_weight)  # this replica's share of the global loss
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return {**self.report(copies, y, logits, sample_weight, loss), **logs}
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        step = _advance(self.test_noise_step)
+        copies = x[:, None] + self.gaussian_noise(x, 1, noise.EVAL_NOISE, step)
+        logits = self.copies_logits(copies, training=False)
+        loss = compiled_loss_of_copies(self, y, logits, sample_weight, training=False)
+        return self.report(copies, y, logits, sample_weight, loss)
+
+    # ---------------------------------------------------------------------- method interface
+    def noisy_copies(self, x, y, step, replica_id=None):
+        """The method's noisy copies of a batch (default: `num_copies` Gaussian copies).
+
+        Args:
+            x: float32 [B, H, W, C] pixels in [0, 1].
+            y: labels [B] (or the targets of the compiled loss).
+            step: int64 scalar, the training step whose randomness to draw.
+            replica_id: the replica whose randomness to draw; None: the calling one.
+
+        Returns:
+            float32 [B, k, H, W, C] copies x + delta_i (not clipped), and a dict of extra logs.
+        """
+        del y
+        return x[:, None] + self.gaussian_noise(x, self.num_copies, noise.TRAIN_NOISE, step, replica_id), {}
+
+    def copies_loss(self, y, logits, sample_weight):
+        """The method's loss over the copies (default: `compiled_loss_of_copies`).
+
+        Args:
+            y: labels [B] (or the targets of the compiled loss).
+            logits: [B, k, K], the base classifier's outputs on the copies, training mode.
+            sample_weight: float [B] or None.
+
+        Returns:
+            float32 scalar: this replica's share of the global loss (its mean over the replica's
+            batch divided by `num_replicas_in_sync`, as `keras.Model.compute_loss` returns it),
+            including the regularization losses.
+        """
+        return compiled_loss_of_copies(self, y, logits, sample_weight)
+
+    # ------------------------------------------------------------------------ building blocks
+    def gaussian_noise(self, x, copies: int, domain: int, step, replica_id=None):
+        """delta ~ N(0, sigma^2 I) for `copies` copies of each image: float32 [B, copies, H, W, C].
+
+        One stateless draw seeded by `noise.step_seeds(seed, domain, replica, step)`: a function
+        of (seed, domain, replica, step, batch shape) only; not clipped.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        replica = noise.replica_id() if replica_id is None else replica_id
+        shape = tf.concat([tf.shape(x)[:1], [copies], tf.shape(x)[1:]], axis=0)
+        draw = tf.random.stateless_normal(shape, seed=noise.step_seeds(self.seed, domain, replica, step))
+        return tf.ensure_shape(draw * self.sigma, [x.shape[0], copies, *x.shape[1:]])
+
+    def add_noise(self, images, step=None, replica_id=None):
+        """images + delta, the Gaussian noise of Gaussian augmentation's training step `step`.
+
+        Args:
+            images: float32 [B, H, W, C] in [0, 1].
+            step: the training step (default: the next one, `train_noise_step`).
+            replica_id: the replica (default: the calling one; 0 outside a strategy).
+
+        Returns:
+            float32 [B, H, W, C], delta ~ N(0, sigma^2 I) of the same shape, not clipped; what
+            `train_step` of `GaussianAugmentedModel` trains on at that step on that replica.
+        """
+        step = self.train_noise_step.value if step is None else step
+        images = tf.convert_to_tensor(images, tf.float32)
+        return images + self.gaussian_noise(images, 1, noise.TRAIN_NOISE, step, replica_id)[:, 0]
+
+    def copies_logits(self, copies, training: bool):
+        """The model on all B * k copies as one forward pass: [B, k, K]."""
+        copies_axis = copies.shape[1] if copies.shape[1] is not None else tf.shape(copies)[1]
+        logits = self(tf.reshape(copies, [-1, *_dims(copies)[2:]]), training=training)
+        return tf.reshape(logits, [-1, copies_axis, *_dims(logits)[1:]])
+
+    def report(self, copies, y, logits, sample_weight, loss):
+        """Updates the loss tracker and the compiled metrics on the copies; returns the logs."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        inputs = tf.shape(logits)[0] * tf.shape(logits)[1]
+        self.loss_tracker.update_state(loss * replicas, sample_weight=inputs)  # the replica's mean
+        y, logits, sample_weight = flatten_copies(y, logits, sample_weight)
+        return self.compute_metrics(tf.reshape(copies, [-1, *_dims(copies)[2:]]), y, logits, sample_weight)
+
+    @property
+    def metrics(self):
+        # Our loss tracker first; Keras' own (also named "loss", never updated by these steps) left out.
+        return [self.loss_tracker, *(m for m in super().metrics if m.name != "loss")]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(base_model=keras.saving.serialize_keras_object(self.base_model), sigma=self.sigma,
+                      seed=self.seed)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        base_model = keras.saving.deserialize_keras_object(config.pop("base_model"))
+        return cls(base_model, **config)
+
+
+def flatten_copies(y, logits, sample_weight=None):
+    """[B, k, K] logits to [B * k, K] (example-major), labels and sample weights repeated k times."""
+    copies = logits.shape[1] if logits.shape[1] is not None else tf.shape(logits)[1]
+    flat = tf.reshape(logits, [-1, *_dims(logits)[2:]])
+    y = tf.repeat(y, copies, axis=0)
+    if sample_weight is not None:
+        sample_weight = tf.repeat(sample_weight, copies, axis=0)
+    return y, flat, sample_weight
+
+
+def compiled_loss_of_copies(model, y, logits, sample_weight=None, training=True):
+    """The compiled loss of `model` on every copy: the loss of Gaussian augmentation and SmoothAdv.
+
+    With `SparseCategoricalCrossentropy(from_logits=True)` this is the cross-entropy of Pseudocode 1,
+    (1 / (B k)) sum_b sum_i w_b * CE(f(x_b + delta_bi), y_b), each sample weight applying to all the
+    copies of its example; plus the regularization losses (weight decay).
+
+    Args:
+        model: a compiled `keras.Model`.
+        y: labels [B] (or the targets of the compiled loss, [B, ...]).
+        logits: [B, k, K].
+        sample_weight: float [B] or None.
+        training: passed to `model.compute_loss`.
+
+    Returns:
+        float32 scalar, `model.compute_loss` of the B * k copies: this replica's share of the loss.
+    """
+    y, flat, sample_weight = flatten_copies(y, logits, sample_weight)
+    return model.compute_loss(y=y, y_pred=flat, sample_weight=sample_weight, training=training)
+
+
+def _dims(t):
+    """Dimensions of t: the static ones as ints, the others as scalar tensors."""
+    return [d if d is not None else tf.shape(t)[i] for i, d in enumerate(t.shape.as_list())]
+
+
+def _advance(counter):
+    """The counter's value (int64 scalar), then adds one to it (once per step under tf.distribute)."""
+    step = tf.identity(counter.value)
+    counter.assign_add(1)
+    return step
+
+
+# ------------------------------------------------------------------------------------- methods
+@keras.saving.register_keras_serializable(package="tfsmooth")
+class GaussianAugmentedModel(SmoothingTrainer):
+    """Trains `base_model` under Gaussian data augmentation (Cohen et al. 2019, Sec. 3.3).
+
+    Each training step perturbs every image of the batch with one fresh delta ~ N(0, sigma^2 I) in
+    pixel space (no clipping) and takes a gradient step on the compiled loss of the base
+    classifier at the noisy images (`SmoothingTrainer` with k = 1). Calling the model runs the base
+    classifier without noise; `evaluate` reports loss and metrics under noise (an estimate of the
+    accuracy of the base classifier under noise, not of the smoothed classifier).
+
+    Weight decay is the base model's: `tfsmooth.models` decays conv/dense kernels only, unlike the
+    PyTorch recipe of the papers, which decays every parameter (module docstring).
+
+    Args:
+        base_model: Keras model, float32 pixels [batch, H, W, C] in [0, 1] -> scores [batch, K].
+        sigma: noise standard deviation per pixel (l2 on the [0, 1] pixel scale), > 0.
+        seed: optional int >= 0 seeding the noise: step t on replica r draws
+            `noise.step_seeds(seed, noise.TRAIN_NOISE, r, t)`, so the same seed and data order give
+            the same training, on any number of replicas each replica draws its own noise, and
+            certification draws (`noise.block_seeds`) never repeat training noise.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+        ValueError: if sigma is not a finite number > 0, or seed not None or an integer in [0, 2**63).
 
     Example:
         >>> base = tfsmooth.models.cifar_resnet(20)
@@ -52,59 +369,22 @@ class GaussianAugmentedModel(keras.Model):
         >>> smoothed = tfsmooth.SmoothedClassifier(model.base_model, 10, 0.25)
     """
 
-    def __init__(self, base_model, sigma: float, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.base_model = base_model
-        self.sigma = stats.check_sigma(sigma)
-        self.seed = seed
-        self.noise_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, inputs, training=False):
-        return self.base_model(inputs, training=training)
-
-    def add_noise(self, images):
-        """Returns images + delta, delta ~ N(0, sigma^2 I) of the same shape, float32, not clipped."""
-        return images + keras.random.normal(tf.shape(images), stddev=self.sigma, seed=self.noise_generator)
-
-    def train_step(self, data):
-        # Keras' own step (loss tracking, loss scaling, distribution) on the noisy batch.
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return super().train_step(keras.utils.pack_x_y_sample_weight(self.add_noise(x), y, sample_weight))
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return super().test_step(keras.utils.pack_x_y_sample_weight(self.add_noise(x), y, sample_weight))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            base_model=keras.saving.serialize_keras_object(self.base_model),
-            sigma=self.sigma,
-            seed=self.seed,
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        base_model = keras.saving.deserialize_keras_object(config.pop("base_model"))
-        return cls(base_model, **config)
-
-
-SMOOTHADV_ATTACKS = ("pgd", "ddn")
-"""Attacks `SmoothAdvModel` can train with: `attacks.smooth_adv_pgd` and `attacks.smooth_adv_ddn`."""
+    @property
+    def method_config(self) -> GaussianConfig:
+        """The method's configuration (`METHODS["gaussian"]`)."""
+        return GaussianConfig()
 
 
 @keras.saving.register_keras_serializable(package="tfsmooth")
 class SmoothAdvModel(GaussianAugmentedModel):
     """Trains `base_model` by SmoothAdv adversarial training (Salman et al. 2019, Pseudocode 1).
 
-    Each training step, for a minibatch (x, y) of B examples:
+    Each training step, for a minibatch (x, y) of B examples (`noisy_copies`, then the skeleton):
 
     1. draws m = `num_noise_vec` noise vectors delta_i ~ N(0, sigma^2 I) per example;
-    2. attacks the smoothed soft classifier with them (`attacks.smooth_adv_pgd` or
-       `attacks.smooth_adv_ddn`: T = `num_steps` steps, l2 radius epsilon_t, estimator (6)), with
-       the base classifier in inference mode and no gradient to the weights;
+    2. attacks the smoothed soft classifier with them (`attacks.SMOOTHADV_ATTACKS[attack]`:
+       T = `num_steps` steps, l2 radius epsilon_t, estimator (6)), with the base classifier in
+       inference mode and no gradient to the weights;
     3. takes one optimizer step on the compiled loss of f at x_adv + delta_i for all m copies
        (`multi_noise=True`) or at x_adv + delta_1 only (`multi_noise=False`), reusing the same
        draws as the attack; sample weights (e.g. self-training) apply to every copy of an example.
@@ -122,22 +402,24 @@ class SmoothAdvModel(GaussianAugmentedModel):
     itself) from Keras' epoch index, so `fit(initial_epoch=k)` after loading a checkpoint resumes
     the schedule; it is saved with the model. The logs of `fit` report `epsilon` (epsilon_t) and
     loss / metrics of f on the noisy adversarial copies; `evaluate` reports them on Gaussian copies
-    of the clean inputs (`GaussianAugmentedModel.test_step`), without attack.
+    of the clean inputs (`SmoothingTrainer.test_step`), without attack.
 
     Args:
         base_model: Keras model, float32 pixels [batch, H, W, C] in [0, 1] -> logits [batch, K].
         sigma: noise level (l2 per pixel, [0, 1] scale), > 0.
-        attack: "pgd" or "ddn".
+        attack: "pgd" or "ddn" (`SMOOTHADV_ATTACKS`).
         epsilon: l2 radius of the attack on the [0, 1] pixel scale, >= 0.
         num_steps: attack steps T, >= 1.
         num_noise_vec: noise draws m per example, >= 1 (m_train of the paper: 1, 2, 4 or 8).
         warmup_epochs: epochs of the linear epsilon warm-up, >= 1.
         multi_noise: train on all m noisy copies (True) or on one (False).
-        seed: optional int seeding noise and attack randomness (`keras.random.SeedGenerator`).
+        seed: optional int >= 0 seeding the draws (domain `noise.TRAIN_NOISE`) and the attack's
+            randomness (domain `noise.TRAIN_ATTACK`, one seed per example), per replica and step.
         **kwargs: passed to `keras.Model`.
 
     Raises:
-        ValueError: if an argument is out of the ranges above or attack is unknown.
+        ValueError: if an argument is out of the ranges above or attack is unknown
+            (`SmoothAdvConfig`).
 
     Example:
         >>> base = tfsmooth.models.cifar_resnet(20)
@@ -151,20 +433,10 @@ class SmoothAdvModel(GaussianAugmentedModel):
 
     def __init__(self, base_model, sigma: float, *, attack: str = "pgd", epsilon: float, num_steps: int,
                  num_noise_vec: int, warmup_epochs: int = 1, multi_noise: bool = True, seed=None, **kwargs):
+        config = SmoothAdvConfig(attack=attack, epsilon=epsilon, num_steps=num_steps, num_noise_vec=num_noise_vec,
+                                 warmup_epochs=warmup_epochs, multi_noise=multi_noise)
         super().__init__(base_model, sigma, seed=seed, **kwargs)
-        if attack not in SMOOTHADV_ATTACKS:
-            raise ValueError(f"attack must be one of {SMOOTHADV_ATTACKS}, got {attack!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) \
-                or not (math.isfinite(epsilon) and epsilon >= 0):
-            raise ValueError(f"epsilon must be a finite number >= 0 (l2, pixels in [0, 1]), got {epsilon!r}")
-        if not isinstance(multi_noise, bool):
-            raise ValueError(f"multi_noise must be True or False, got {multi_noise!r}")
-        self.attack = attack
-        self.epsilon = float(epsilon)
-        self.num_steps = stats.check_count(num_steps, "num_steps")
-        self.num_noise_vec = stats.check_count(num_noise_vec, "num_noise_vec")
-        self.warmup_epochs = stats.check_count(warmup_epochs, "warmup_epochs")
-        self.multi_noise = multi_noise
+        self._method_config = config
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
         # The attack calls the base classifier in inference mode only, so it runs on a view with
         # each conv + batch-norm pair folded into one convolution (models.folding): same variables,
@@ -172,9 +444,21 @@ class SmoothAdvModel(GaussianAugmentedModel):
         # Set past Keras' attribute tracking: the view is neither saved nor its variables counted.
         object.__setattr__(self, "attack_model", fold_batch_norm(base_model))
 
+    @property
+    def method_config(self) -> SmoothAdvConfig:
+        """The method's configuration (`METHODS["smoothadv"]`)."""
+        return self._method_config
+
+    attack = property(lambda self: self._method_config.attack, doc="Attack name, one of `SMOOTHADV_ATTACKS`.")
+    epsilon = property(lambda self: self._method_config.epsilon, doc="l2 radius after the warm-up, [0, 1] scale.")
+    num_steps = property(lambda self: self._method_config.num_steps, doc="Attack steps T.")
+    num_noise_vec = property(lambda self: self._method_config.num_noise_vec, doc="Noise draws m per example.")
+    warmup_epochs = property(lambda self: self._method_config.warmup_epochs, doc="Epochs of the warm-up.")
+    multi_noise = property(lambda self: self._method_config.multi_noise, doc="Train on all m copies.")
+
     def epsilon_at(self, epoch: int) -> float:
         """epsilon_t = min(epsilon, epsilon * (epoch + 1) / warmup_epochs) for epoch >= 0 (from 0)."""
-        epoch = stats.check_count(epoch, "epoch", minimum=0)
+        epoch = checks.check_count(epoch, "epoch", minimum=0)
         return min(self.epsilon, self.epsilon * (epoch + 1) / self.warmup_epochs)
 
     def current_epsilon(self):
@@ -182,38 +466,45 @@ class SmoothAdvModel(GaussianAugmentedModel):
         fraction = tf.cast(self.epoch + 1, tf.float32) / float(self.warmup_epochs)
         return self.epsilon * tf.minimum(1.0, fraction)
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    def noisy_copies(self, x, y, step, replica_id=None):
+        """Steps 1-2 of Pseudocode 1: m draws, the attack with them, the copies x_adv + delta_i.
+
+        Returns:
+            float32 [B, k, H, W, C] (k = m, or 1 without `multi_noise`) and the log {"epsilon": epsilon_t}.
+        """
         epsilon = self.current_epsilon()
-        noise = self.draw_noise(x)  # delta_i^(j), [B, m, H, W, C]
-        x_adv = self.attack_batch(x, y, noise, epsilon)  # inference mode, no weight gradients
+        draws = self.draw_noise(x, step, replica_id)  # delta_i^(b), [B, m, H, W, C]
+        x_adv = self.attack_batch(x, y, draws, epsilon, self.attack_seeds(x, step, replica_id))
         if not self.multi_noise:
-            noise = noise[:, :1]
-        copies = tf.shape(noise)[1]
-        x_noisy = tf.reshape(x_adv[:, None] + noise, [-1, *x.shape[1:]])  # the list L of Pseudocode 1
-        y = tf.repeat(y, copies, axis=0)
-        if sample_weight is not None:
-            sample_weight = tf.repeat(sample_weight, copies, axis=0)
-        with tf.GradientTape() as tape:
-            y_pred = self(x_noisy, training=True)
-            loss = self.compute_loss(x=x_noisy, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            # As Keras' own train_step: the tracker sees the loss unscaled for distribution.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x_noisy)[0])
-            loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        logs = self.compute_metrics(x_noisy, y, y_pred, sample_weight=sample_weight)
-        return {**logs, "epsilon": epsilon}
+            draws = draws[:, :1]
+        return x_adv[:, None] + draws, {"epsilon": epsilon}  # the list L of Pseudocode 1
 
-    def draw_noise(self, x):
-        """m fresh draws per example: float32 [B, m, H, W, C], N(0, sigma^2 I), not clipped."""
-        shape = tf.concat([tf.shape(x)[:1], [self.num_noise_vec], tf.shape(x)[1:]], axis=0)
-        noise = keras.random.normal(shape, stddev=self.sigma, seed=self.noise_generator)
-        return tf.ensure_shape(noise, [None, self.num_noise_vec, *x.shape[1:]])
+    def draw_noise(self, x, step=None, replica_id=None):
+        """m draws per example of training step `step` (default: the next): float32 [B, m, H, W, C].
 
-    def attack_batch(self, x, y, noise, epsilon):
+        delta ~ N(0, sigma^2 I), not clipped; domain `noise.TRAIN_NOISE`, as Gaussian augmentation.
+        """
+        step = self.train_noise_step.value if step is None else step
+        return self.gaussian_noise(x, self.num_noise_vec, noise.TRAIN_NOISE, step, replica_id)
+
+    def attack_seeds(self, x, step=None, replica_id=None):
+        """Per-example attack seeds of training step `step` (default: the next): int64 [B, 2].
+
+        Seed b is `noise.step_seeds(seed, noise.TRAIN_ATTACK, replica, step, b)`.
+        """
+        step = self.train_noise_step.value if step is None else step
+        replica = noise.replica_id() if replica_id is None else replica_id
+        return noise.step_seeds(self.seed, noise.TRAIN_ATTACK, replica, step, tf.range(tf.shape(x)[0]))
+
+    def attack_batch(self, x, y, noise_draws, epsilon, seeds=None):
         """The configured SmoothAdv attack of `x` with these draws; float32 [B, H, W, C] in [0, 1].
+
+        Args:
+            x: float32 [B, H, W, C] in [0, 1].
+            y: int labels [B] (or [B, 1]).
+            noise_draws: float32 [B, m, H, W, C].
+            epsilon: l2 radius (float or float32 scalar tensor).
+            seeds: int64 [B, 2] per-example attack seeds (default: `attack_seeds(x)`).
 
         The attack runs on `attack_model`: the base classifier with batch norm folded into its
         convolutions (`models.folding.fold_batch_norm`, sharing its variables), whose outputs equal
@@ -221,9 +512,9 @@ class SmoothAdvModel(GaussianAugmentedModel):
         """
         if y.shape.rank == 2 and y.shape[-1] == 1:  # sparse labels given as a column
             y = y[:, 0]
-        seed = tf.cast(self.noise_generator.next(), tf.int64)
-        attack = attacks.smooth_adv_pgd if self.attack == "pgd" else attacks.smooth_adv_ddn
-        return attack(self.attack_model, x, y, noise, epsilon=epsilon, num_steps=self.num_steps, seed=seed)
+        seeds = self.attack_seeds(x) if seeds is None else seeds
+        attack = attacks.SMOOTHADV_ATTACKS[self.attack]
+        return attack(self.attack_model, x, y, noise_draws, epsilon=epsilon, num_steps=self.num_steps, seed=seeds)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, with an `EpochTracker` added to the callbacks (epsilon warm-up)."""
@@ -238,9 +529,7 @@ class SmoothAdvModel(GaussianAugmentedModel):
 
     def get_config(self):
         config = super().get_config()
-        config.update(attack=self.attack, epsilon=self.epsilon, num_steps=self.num_steps,
-                      num_noise_vec=self.num_noise_vec, warmup_epochs=self.warmup_epochs,
-                      multi_noise=self.multi_noise)
+        config.update(dataclasses.asdict(self._method_config))
         return config
 
 
@@ -249,3 +538,31 @@ class EpochTracker(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.epoch.assign(epoch)
+
+
+# ------------------------------------------------------------------------------------ registry
+class Method(NamedTuple):
+    """A training method: its config dataclass and `build(base_model, sigma, config, seed) -> keras.Model`."""
+
+    config_class: type
+    build: Callable
+
+
+def _build_gaussian(base_model, sigma, config, seed=None):
+    _check_config(config, GaussianConfig)
+    return GaussianAugmentedModel(base_model, sigma, seed=seed)
+
+
+def _build_smoothadv(base_model, sigma, config, seed=None):
+    _check_config(config, SmoothAdvConfig)
+    return SmoothAdvModel(base_model, sigma, **dataclasses.asdict(config), seed=seed)
+
+
+def _check_config(config, config_class):
+    if not isinstance(config, config_class):
+        raise ValueError(f"config must be a {config_class.__name__}, got {config!r}")
+
+
+METHODS = {"gaussian": Method(GaussianConfig, _build_gaussian), "smoothadv": Method(SmoothAdvConfig, _build_smoothadv)}
+"""Training methods by name: `METHODS[name].build(base_model, sigma, METHODS[name].config_class(...), seed)`
+returns the compiled-ready training model (its `.base_model` is what gets smoothed)."""

@@ -14,13 +14,12 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import attacks, checks, data, noise, results, stats
+from tfsmooth import attacks, checks, data, noise, registry, results, stats
 from tfsmooth.jobs import records
 from tfsmooth.jobs.evaluate import check_evaluation_fields, evaluate
 from tfsmooth.smoothing import SmoothedClassifier
-from tfsmooth.training import SMOOTHADV_ATTACKS
 
-ATTACKS = (*SMOOTHADV_ATTACKS, "base-pgd")
+ATTACKS = registry.EVALUATION_ATTACKS
 """`attack_dataset`'s attacks: the SmoothAdv ones and vanilla PGD on the base classifier."""
 
 
@@ -92,12 +91,14 @@ class AttackConfig:
         return records.run_record(self, "attack", ["attack_batch", "batch"])
 
 
-def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None) -> int:
+def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None,
+                   restart: bool = False) -> int:
     """Attacks every `skip`-th example below `max`, then runs PREDICT at the attacked point.
 
     One flushed row per example: `idx label predict basePredict correct time` (basePredict: the
     base classifier's class at the attacked point, without noise; correct: PREDICT == label, so
-    abstentions count as wrong; time: seconds since the previous row). The mean of `correct` is
+    abstentions count as wrong; time: the image's share of its attack group's time plus its PREDICT
+    seconds, `Prediction.seconds`). The mean of `correct` is
     the empirical robust accuracy (`tfsmooth.analysis`). The attack's m draws for example idx are
     stream `tfsmooth.noise.STREAM_ATTACK` under (seed, idx), PREDICT's are its own
     stream: a row depends only on the configuration and idx, so a resumed run gives the same rows.
@@ -124,7 +125,7 @@ def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[
     answers = functools.partial(smoothed.iter_predict, n=config.n, alpha=config.alpha, batch_size=config.batch,
                                 seed=config.seed)
     return evaluate(config, results.ATTACK_COLUMNS, record, answers, out, on_row, prepare,
-                     prepare_group=config.attack_batch)
+                     prepare_group=config.attack_batch, restart=restart)
 
 
 def _attack_function(base, config: AttackConfig, image_shape):

@@ -78,11 +78,13 @@ class CertifyConfig:
         return records.run_record(self, kind, omit)
 
 
-def certify_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None) -> int:
+def certify_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None,
+                    restart: bool = False) -> int:
     """Runs CERTIFY on every `skip`-th example below `max`, writing the reference TSV as it goes.
 
-    One flushed row per example: `idx label predict radius correct time` (time: seconds of wall
-    clock since the previous row). An existing `out` from the same configuration is resumed:
+    One flushed row per example: `idx label predict radius correct time` (time: the example's own
+    seconds, its share of the noisy forward passes it used plus its statistics, `Certificate.seconds`;
+    rows of examples that shared passes split those passes' time by blocks). An existing `out` from the same configuration is resumed:
     finished indices are skipped, so an interrupted and resumed run has the same rows as an
     uninterrupted one (each example's noise depends only on the seed and its index).
 
@@ -90,6 +92,8 @@ def certify_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callabl
         config: the run's configuration.
         out: path of the TSV; its configuration is kept beside it in `out + ".json"`.
         on_row: optional callback receiving each row (dict) after it is written (progress).
+        restart: start over: delete `out` and its record (once the configuration and the model are
+            accepted) instead of resuming them.
 
     Returns:
         The number of rows written by this call.
@@ -99,18 +103,19 @@ def certify_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callabl
             certify at this alpha), a missing model or data directory, or an `out` file from
             another configuration; then `out` is not touched.
     """
-    return _run(config, out, on_row, "certify")
+    return _run(config, out, on_row, "certify", restart)
 
 
-def predict_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None) -> int:
+def predict_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None,
+                    restart: bool = False) -> int:
     """Runs PREDICT on the selected examples; TSV `idx label predict correct time`, resumable.
 
     Same contract as `certify_dataset`; `config.n0` is not used.
     """
-    return _run(config, out, on_row, "predict")
+    return _run(config, out, on_row, "predict", restart)
 
 
-def _run(config, out, on_row, kind):
+def _run(config, out, on_row, kind, restart):
     minimum = stats.min_n_to_certify(config.alpha) if kind == "certify" else stats.min_n_to_predict(config.alpha)
     if config.n < minimum:
         raise ValueError(f"n={config.n} is too small to ever {kind} at alpha={config.alpha}: use n >= {minimum}")
@@ -122,10 +127,10 @@ def _run(config, out, on_row, kind):
     else:
         columns, run = results.PREDICT_COLUMNS, smoothed.iter_predict
     answers = functools.partial(run, n=config.n, alpha=config.alpha, batch_size=config.batch, seed=config.seed)
-    return evaluate(config, columns, record, answers, out, on_row)
+    return evaluate(config, columns, record, answers, out, on_row, restart=restart)
 
 
-def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepare_group=1):
+def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepare_group=1, restart=False):
     """The row loop shared by certify, predict and attack: resumable, one durable row per example.
 
     Args:
@@ -138,6 +143,8 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
         prepare: optional callable (images, labels, idxs) -> (images to evaluate, extra row fields
             per image), on lists of up to `prepare_group` examples, e.g. the attack of
             `attack_dataset`; default: the images unchanged.
+        restart: delete `out` and its record first (after the configuration and model were accepted)
+            and start over, instead of resuming.
         prepare_group: examples per `prepare` call. Groups are consecutive selected examples in
             fixed positions (0..g-1, g..2g-1, ...), so a resumed run prepares the same groups as an
             uninterrupted one (a group with some rows done is prepared whole; only its missing rows
@@ -145,33 +152,41 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
     """
     examples = data.select_examples(data.load_dataset(config.dataset, config.split, config.data_dir),
                                     config.skip, config.max)
-    pending = {}  # idx -> row fields known before the smoothed classifier answers
+    pending = {}  # idx -> (row fields known before the smoothed classifier answers, seconds spent preparing)
 
     prepare = prepare or _unchanged
+
     def todo(done):
         for group in _groups(examples, prepare_group):
             if all(idx in done for idx, _, _ in group):
                 continue
             idxs = [idx for idx, _, _ in group]
             labels = [int(label) for _, _, label in group]
+            start = time.perf_counter()
             images, extras = prepare([image for _, image, _ in group], labels, idxs)
+            share = (time.perf_counter() - start) / len(group)  # the attack of a group, split evenly
             for idx, label, image, extra in zip(idxs, labels, images, extras):
                 if idx not in done:
-                    pending[idx] = {"label": label, **extra}
+                    pending[idx] = ({"label": label, **extra}, share)
                     yield idx, image
 
+    if restart:
+        records.remove_results(out)
     records.check_resumable(out, record)
+    try:
+        writer = results.ResultsWriter(out, columns, record, informational=records.INFORMATIONAL)
+    except ValueError as err:
+        raise ValueError(f"{err}\n{records.RESTART_HINT}") from None
     written = 0
-    with results.ResultsWriter(out, columns, record) as writer:
-        last = time.time()
+    with writer:
         for idx, answer in answers(todo(writer.done)):
-            now = time.time()
-            row = dict(idx=idx, predict=answer.label, time=now - last, **pending.pop(idx))
+            fields, prepared = pending.pop(idx)
+            row = dict(idx=idx, predict=answer.label, time=prepared + answer.seconds, **fields)
             row["correct"] = int(answer.label == row["label"])
             if "radius" in columns:
                 row["radius"] = answer.radius
             writer.write(row)
-            last, written = now, written + 1
+            written += 1
             if on_row:
                 on_row(row)
     return written

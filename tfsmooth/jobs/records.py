@@ -8,16 +8,32 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Callable
 
 import tensorflow as tf
 
-from tfsmooth import data, files
+from tfsmooth import checks, data, files
 from tfsmooth.models.io import load_base_model
 
 NOISE_SCHEME = 2
 """Version of the noise layout of `tfsmooth.noise` (2: a domain tag per use, issue 10). Rows written
 under another scheme drew other noise for the same (seed, idx), so they cannot be continued."""
+
+
+INFORMATIONAL = ("model",)
+"""Record fields kept for provenance but not compared on resume: the model is identified by its
+SHA-256 (`model_sha256`), so a moved or copied model file resumes."""
+
+RESTART_HINT = "(to start over instead: rerun with --restart, or restart=True in Python, or write to another --out)"
+"""Appended to every "cannot resume" error of the evaluation jobs."""
+
+
+def remove_results(out: str) -> None:
+    """Deletes a result file and its record (`<out>.json`), if present (the jobs' `restart`)."""
+    for path in (out, out + ".json"):
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def device_kind() -> str:
@@ -61,11 +77,30 @@ def load_recorded_model(config, make_record: Callable[[], dict]):
     """
     before = files.file_sha256(config.model) if os.path.isfile(config.model) else None
     base = load_base_model(config.model)
+    warn_sigma_mismatch(config.model, config.sigma)
     record = make_record()
     if record["model_sha256"] != before:
         raise ValueError(f"model file {config.model} was replaced while it was being loaded (e.g. by `train` "
                          "after an epoch); run again")
     return base, record
+
+
+def warn_sigma_mismatch(model_path: str, sigma: float) -> None:
+    """Warns (`checks.ScaleWarning`) when `sigma` differs from the sigma of the `train` run that wrote the model.
+
+    `tfsmooth train` leaves config.json beside base_model.keras; a smoothed classifier certified at
+    another sigma is sound but is not the one the base classifier was trained for (certified accuracy
+    usually drops sharply), and is most often a typo.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    try:
+        trained = files.read_json(path).get("sigma") if os.path.isfile(path) else None
+    except (ValueError, AttributeError):
+        return
+    if checks.is_real(trained, 0.0, inclusive=False) and abs(trained - sigma) > 1e-12 * max(1.0, trained):
+        warnings.warn(f"sigma={sigma:g}, but the base classifier was trained with sigma={trained:g} ({path}); the "
+                      "certificate is sound but for another smoothed classifier than the one trained",
+                      checks.ScaleWarning, stacklevel=2)
 
 
 def check_resumable(out: str, record: dict) -> None:
@@ -86,4 +121,4 @@ def check_resumable(out: str, record: dict) -> None:
     if isinstance(found, dict) and found.get("noise_scheme") != record["noise_scheme"]:
         raise ValueError(f"{out} was written by an older tfsmooth (noise scheme {found.get('noise_scheme', 1)}, "
                          f"this version draws scheme {record['noise_scheme']}): its rows cannot be continued; "
-                         "write to a new --out (or delete the file and its .json to start over)")
+                         "write to a new --out, or rerun with --restart to start over")

@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
 
-from tfsmooth import checks, data, files, models
+from tfsmooth import checks, data, files, models, registry, training
+from tfsmooth.jobs.records import NOISE_SCHEME
 from tfsmooth.jobs.self_training import parse_source, pseudo_labeled_data
-from tfsmooth.models.io import load_base_model, replace_head
-from tfsmooth.training import SMOOTHADV_ATTACKS, GaussianAugmentedModel, SmoothAdvModel
+from tfsmooth.models.io import load_base_model, load_model, replace_head
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.keras"
@@ -45,11 +45,13 @@ class TrainConfig:
         seed: seeds weights, data order, augmentation and noise.
         data_dir: local CIFAR-10 binary directory (else TFSMOOTH_DATA_DIR, else tfds).
         val_examples: test-split examples evaluated under noise after each epoch (0: none).
-        method: "gaussian" (Gaussian data augmentation, Cohen et al.) or "smoothadv" (SmoothAdv
-            adversarial training, Salman et al. 2019, Pseudocode 1; `SmoothAdvModel`).
-        attack, epsilon, num_steps, num_noise_vec, warmup_epochs, multi_noise: SmoothAdv only
-            (None for "gaussian"); None under "smoothadv" takes the paper's typical CIFAR-10 run
-            (METHODS.md §2): "pgd", 0.25, 10, 2, 10, True. epsilon is l2 on the [0, 1] scale.
+        method: a key of `tfsmooth.training.METHODS`: "gaussian" (Gaussian data augmentation, Cohen
+            et al.) or "smoothadv" (SmoothAdv adversarial training, Salman et al. 2019, Pseudocode 1).
+        method_config: the method's own configuration, an instance of
+            `training.METHODS[method].config_class` (`training.GaussianConfig`,
+            `training.SmoothAdvConfig`, whose defaults are the paper's typical CIFAR-10 run,
+            METHODS.md §2); None takes that class's defaults. `method_config_for` builds one from
+            keyword options and names any option that belongs to another method.
         init_from: a `.keras` model to fine-tune instead of a fresh `arch` (its architecture must
             match `arch` when it is one of ours; a new classification head replaces the last Dense
             layer when its number of classes differs). Loaded layers keep their saved weight decay.
@@ -74,12 +76,7 @@ class TrainConfig:
     data_dir: Optional[str] = None
     val_examples: int = 1000
     method: str = "gaussian"
-    attack: Optional[str] = None
-    epsilon: Optional[float] = None
-    num_steps: Optional[int] = None
-    num_noise_vec: Optional[int] = None
-    warmup_epochs: Optional[int] = None
-    multi_noise: Optional[bool] = None
+    method_config: Any = None
     init_from: Optional[str] = None
     unlabeled: Optional[str] = None
     pseudo_labels: Optional[str] = None
@@ -141,11 +138,19 @@ def _save_epoch(model, outdir: str, epochs_done: int, steps_per_epoch: int, *, c
     files.write_json(os.path.join(outdir, STATE_FILE), {"epochs_done": epochs_done, "steps_per_epoch": steps_per_epoch})
 
 
+def _config_record(config: TrainConfig) -> dict:
+    """What config.json holds: the TrainConfig's fields (method_config as a JSON object) and the noise scheme."""
+    return {**dataclasses.asdict(config), "noise_scheme": NOISE_SCHEME}
+
+
 def _read_train_config(path: str) -> TrainConfig:
-    """The TrainConfig of a run's config.json; ValueError naming the file if it is not one."""
+    """The TrainConfig of a run's config.json; ValueError naming the file if it is not one (one line)."""
     fields = files.read_json(path)
     if not isinstance(fields, dict):
         raise ValueError(f"{path} must hold a JSON object of TrainConfig fields, got {type(fields).__name__}")
+    if fields.pop("noise_scheme", None) != NOISE_SCHEME:
+        raise ValueError(f"{path} was written by an older tfsmooth (its training noise and config layout differ): "
+                         f"the run cannot be continued; train into another --outdir, or rerun with --restart")
     unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(TrainConfig)})
     if unknown:
         raise ValueError(f"{path} has unknown keys {', '.join(unknown)}: not a config.json written by `train`")
@@ -183,7 +188,7 @@ def _resume(outdir: str, state: dict):
     """
     path = os.path.join(outdir, CHECKPOINT_FILE)
     try:
-        model = keras.models.load_model(path)
+        model = load_model(path)
     except Exception as err:  # Keras raises many types for a bad archive
         raise ValueError(f"cannot load the training checkpoint {path}: {err}") from None
     steps = int(model.optimizer.iterations)
@@ -197,7 +202,20 @@ def _resume(outdir: str, state: dict):
     return model, epochs_done
 
 
-def train(config: TrainConfig, outdir: str, *, verbose: int = 1) -> keras.Model:
+RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, STATE_FILE, BASE_MODEL_FILE, LOG_FILE)
+"""The files a training run writes in its outdir (what `restart` deletes)."""
+
+
+def epochs_done(outdir: str) -> int:
+    """Epochs a run in `outdir` has finished according to its train_state.json (0 if none or unreadable)."""
+    try:
+        state = _read_train_state(outdir)
+    except ValueError:
+        return 0
+    return 0 if state is None else state["epochs_done"]
+
+
+def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool = False) -> keras.Model:
     """Trains a base classifier (Gaussian augmentation or SmoothAdv, `config.method`); resumes from `outdir`.
 
     Writes in `outdir`: `config.json`, `base_model.keras` (the base classifier, loadable with plain
@@ -209,26 +227,37 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1) -> keras.Model:
     Returns:
         The trained base classifier.
 
+    Args:
+        config: the run's configuration.
+        outdir: the run directory.
+        verbose: Keras' `fit` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        restart: delete the run's files in `outdir` (`RUN_FILES`) and start over instead of resuming.
+
     Raises:
         ValueError: if `outdir` holds a run with a different configuration (other than `epochs`),
-            or a config.json, train_state.json or checkpoint that is damaged or from another run;
-            a refused run writes nothing.
+            or a config.json, train_state.json or checkpoint that is damaged, from another run or
+            written by an older tfsmooth; a refused run writes nothing.
     """
     config_path = os.path.join(outdir, CONFIG_FILE)
+    if restart:
+        _check_train_files(config)  # refuse a bad configuration before deleting anything
+        for name in RUN_FILES:
+            if os.path.isfile(os.path.join(outdir, name)):
+                os.remove(os.path.join(outdir, name))
     if os.path.exists(config_path):
         previous = _read_train_config(config_path)
         diff = config.resumable_with(previous)
         if diff:
             raise ValueError(
                 f"{outdir} holds a run with a different configuration ({', '.join(f'{k}: {getattr(previous, k)!r} there, {getattr(config, k)!r} now' for k in diff)}); "
-                "use another --outdir")
+                "use another --outdir, or rerun with --restart to start over")
     state = _read_train_state(outdir)
     _check_train_files(config)  # before anything is written (even outdir): a refused run leaves no trace
     info = data.dataset_info(config.dataset, config.data_dir)
     keras.utils.set_random_seed(config.seed)
     model, epochs_done = _resume(outdir, state) if state is not None else (None, 0)
     os.makedirs(outdir, exist_ok=True)
-    files.write_json(config_path, dataclasses.asdict(config))
+    files.write_json(config_path, _config_record(config))
 
     if model is None:
         model = _training_model(config, _initial_base_model(config, info.num_classes))
@@ -264,32 +293,47 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1) -> keras.Model:
     return model.base_model
 
 
-METHODS = ("gaussian", "smoothadv")
-SMOOTHADV_DEFAULTS = {"attack": "pgd", "epsilon": 0.25, "num_steps": 10, "num_noise_vec": 2, "warmup_epochs": 10,
-                      "multi_noise": True}
-"""The typical from-scratch CIFAR-10 run of Salman et al. 2019 (METHODS.md §2), filled in for None."""
+METHODS = registry.TRAINING_METHODS
+"""Names of the training methods (`tfsmooth.training.METHODS` implements them)."""
+SMOOTHADV_DEFAULTS = dataclasses.asdict(training.SmoothAdvConfig())
+"""The typical from-scratch CIFAR-10 run of Salman et al. 2019 (METHODS.md §2): `SmoothAdvConfig()`."""
+
+
+def method_config_for(method: str, **options):
+    """`training.METHODS[method].config_class(**options)`, with options left None dropped (defaults).
+
+    Raises:
+        ValueError: an unknown method, an option of another method ("epsilon: only for
+            method='smoothadv', got method='gaussian'"), or an invalid value (naming the field).
+    """
+    checks.check_choice(method, "method", METHODS)
+    given = {name: value for name, value in options.items() if value is not None}
+    fields = {field.name for field in dataclasses.fields(training.METHODS[method].config_class)}
+    foreign = [name for name in given if name not in fields]
+    if foreign:
+        owners = {name: [m for m in METHODS
+                         if name in {f.name for f in dataclasses.fields(training.METHODS[m].config_class)}]
+                  for name in foreign}
+        where = "; ".join(f"{name}: only for method={'/'.join(repr(m) for m in owners[name]) or '(none)'}"
+                          for name in foreign)
+        raise ValueError(f"{where}, got method={method!r}")
+    return training.METHODS[method].config_class(**given)
 
 
 def _check_method_fields(config: TrainConfig):
-    """Validates the SmoothAdv fields of a TrainConfig; fills None with SMOOTHADV_DEFAULTS."""
-    if config.method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {config.method!r}")
-    if config.method == "gaussian":
-        given = [name for name in SMOOTHADV_DEFAULTS if getattr(config, name) is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)}: only for method='smoothadv', got method='gaussian'")
-        return
-    for name, default in SMOOTHADV_DEFAULTS.items():
-        if getattr(config, name) is None:
-            object.__setattr__(config, name, default)
-    if config.attack not in SMOOTHADV_ATTACKS:
-        raise ValueError(f"attack must be one of {', '.join(SMOOTHADV_ATTACKS)}; got {config.attack!r}")
-    checks.check_epsilon(config.epsilon)
-    checks.check_count(config.num_steps, "num_steps")
-    checks.check_count(config.num_noise_vec, "num_noise_vec")
-    checks.check_count(config.warmup_epochs, "warmup_epochs")
-    if not isinstance(config.multi_noise, bool):
-        raise ValueError(f"multi_noise must be True or False, got {config.multi_noise!r}")
+    """Validates method and method_config (None: the method's defaults)."""
+    checks.check_choice(config.method, "method", METHODS)
+    config_class = training.METHODS[config.method].config_class
+    if config.method_config is None:
+        object.__setattr__(config, "method_config", config_class())
+    elif isinstance(config.method_config, dict):  # read back from config.json
+        try:
+            object.__setattr__(config, "method_config", config_class(**config.method_config))
+        except TypeError as err:
+            raise ValueError(f"method_config is not a {config_class.__name__}: {err}") from None
+    elif not isinstance(config.method_config, config_class):
+        raise ValueError(f"method_config must be a {config_class.__name__} for method={config.method!r}, "
+                         f"got {config.method_config!r}")
 
 
 def _check_extra_data_fields(config: TrainConfig):
@@ -333,11 +377,7 @@ def _initial_base_model(config: TrainConfig, num_classes: int) -> keras.Model:
 
 
 def _training_model(config: TrainConfig, base: keras.Model) -> keras.Model:
-    if config.method == "smoothadv":
-        return SmoothAdvModel(base, config.sigma, attack=config.attack, epsilon=config.epsilon,
-                              num_steps=config.num_steps, num_noise_vec=config.num_noise_vec,
-                              warmup_epochs=config.warmup_epochs, multi_noise=config.multi_noise, seed=config.seed)
-    return GaussianAugmentedModel(base, config.sigma, seed=config.seed)
+    return training.METHODS[config.method].build(base, config.sigma, config.method_config, seed=config.seed)
 
 
 def _training_data(config: TrainConfig, num_classes: int):

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 import zipfile
 from typing import Optional
 
 import keras
+import numpy as np
+
+from tfsmooth import checks
 
 
 def register_keras_classes() -> None:
@@ -104,4 +108,19 @@ def load_model(path, *, compile: bool = True) -> keras.Model:  # noqa: A002  (Ke
         raise FileNotFoundError(f"model file not found: {path}")
     register_keras_classes()
     return keras.models.load_model(path, compile=compile)
+
+
+def warn_if_rescaled_to_unit_range(model) -> None:
+    """Warns (`checks.ScaleWarning`) when a base classifier starts with `Rescaling(1/255)`.
+
+    tfsmooth feeds base classifiers pixels in [0, 1] and adds noise there; a model that rescales its
+    input by 1/255 expects [0, 255] pixels, so it would see images 255 times too dark and noise 255
+    times too weak than the sigma says.
+    """
+    layers = [layer for layer in getattr(model, "layers", []) if not isinstance(layer, keras.layers.InputLayer)]
+    first = layers[0] if layers else None
+    if isinstance(first, keras.layers.Rescaling) and np.all(np.isclose(np.asarray(first.scale, np.float64), 1 / 255)):
+        warnings.warn(f"the base model {model.name!r} starts with Rescaling(1/255), so it expects pixels in [0, 255]; "
+                      "tfsmooth passes pixels in [0, 1] (noise and radii live there): remove the layer or "
+                      "replace it with the [0, 1] normalization", checks.ScaleWarning, stacklevel=3)
 

@@ -1,0 +1,76 @@
+"""tfsmooth.counting: the block order shared by the library and the export, the host scheduler, sigma as data."""
+
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fixtures
+from tfsmooth import SmoothedClassifier, counting, noise
+
+
+def test_block_plan_lists_blocks_stream_by_stream_with_a_partial_last_block():
+    streams, index, valid = counting.block_plan(((noise.STREAM_SELECTION, 150), (noise.STREAM_ESTIMATION, 100)), 100)
+    assert streams.tolist() == [noise.STREAM_SELECTION, noise.STREAM_SELECTION, noise.STREAM_ESTIMATION]
+    assert index.tolist() == [0, 1, 0]
+    assert valid.tolist() == [100, 50, 100]
+    assert counting.blocks_per_pass(1999, 100) == 19 and counting.blocks_per_pass(50, 100) == 1
+
+
+def _fake_pass(log, seconds_per_pass):
+    def run_pass(images, image_of_block, keys, streams, block_index, valid, sigma, seed):
+        log.append((keys.copy(), valid.copy(), sigma.copy(), image_of_block.copy()))
+        time.sleep(seconds_per_pass)
+        return np.zeros((len(keys), 3), np.int32) + (np.arange(3) == 0) * valid[:, None]
+
+    return run_pass
+
+
+def test_iter_counts_takes_passes_across_examples_in_order_and_pads_the_last():
+    log = []
+    examples = [(k, np.zeros((2, 2, 1), np.float32), 0.1 * (k + 1)) for k in range(3)]
+    out = list(counting.iter_counts(examples, ((noise.STREAM_PREDICT, 250),), noise_block=100, batch_size=400,
+                                    num_classes=3, seed=0, run_pass=_fake_pass(log, 0.0)))
+    assert [key for key, _, _ in out] == [0, 1, 2]
+    assert all(counts[noise.STREAM_PREDICT].tolist() == [250, 0, 0] for _, counts, _ in out)
+    # 9 blocks (3 per example), 4 per pass: [0 0 0 1] [1 1 2 2] [2 pad pad pad]
+    assert [keys.tolist() for keys, _, _, _ in log] == [[0, 0, 0, 1], [1, 1, 2, 2], [2, 0, 0, 0]]
+    assert [v.tolist() for _, v, _, _ in log][-1] == [50, 0, 0, 0]  # the padding counts nothing
+    # sigma is carried per image of the pass, in the order image_of_block indexes
+    keys, _, sigma, image_of_block = log[1]
+    np.testing.assert_allclose(sigma[image_of_block], 0.1 * (keys + 1))
+
+
+def test_each_example_gets_its_share_of_the_passes_it_used_not_the_gap_between_rows():
+    # 6 examples of 2 blocks, 10 blocks per pass: pass 1 holds examples 0-4, pass 2 example 5 alone.
+    # Each pass sleeps 0.2 s: examples 0-4 get 2/10 of pass 1 (0.04 s), example 5 all of pass 2 (0.2 s).
+    examples = [(k, np.zeros((2, 2, 1), np.float32), 0.25) for k in range(6)]
+    out = list(counting.iter_counts(examples, ((noise.STREAM_SELECTION, 100), (noise.STREAM_ESTIMATION, 100)),
+                                    noise_block=100, batch_size=1000, num_classes=3, seed=0,
+                                    run_pass=_fake_pass([], 0.2)))
+    seconds = np.array([s for _, _, s in out])
+    np.testing.assert_allclose(seconds[:5], 0.04, rtol=0.25)
+    np.testing.assert_allclose(seconds[5], 0.2, rtol=0.25)
+    assert abs(seconds.sum() - 0.4) < 0.1  # the shares add up to the passes' time
+
+
+def test_certificates_report_their_seconds_and_the_seed_drawn():
+    smoothed = SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25)
+    images = np.zeros((3, *fixtures.SHAPE), np.float32)
+    certificates = smoothed.certify_batch(images, n0=10, n=100, alpha=0.001, batch_size=200)
+    assert all(c.seconds > 0 for c in certificates)
+    seeds = {c.seed for c in certificates}
+    assert len(seeds) == 1 and isinstance(seeds.pop(), int)  # seed=None: one fresh seed, reported
+    again = smoothed.certify_batch(images, n0=10, n=100, alpha=0.001, batch_size=200, seed=certificates[0].seed)
+    assert [c.counts.tolist() for c in again] == [c.counts.tolist() for c in certificates]
+
+
+def test_gaussian_blocks_scale_one_standard_block_by_each_blocks_sigma():
+    seeds = noise.block_seeds(3, [0, 1], noise.STREAM_ESTIMATION, [0, 0])
+    unit = noise.gaussian_blocks(seeds, 5, (2, 2, 1), 1.0).numpy()
+    per_block = noise.gaussian_blocks(seeds, 5, (2, 2, 1), tf.constant([0.5, 2.0])).numpy()
+    np.testing.assert_array_equal(per_block[0], (unit[0] * np.float32(0.5)))
+    np.testing.assert_array_equal(per_block[1], (unit[1] * np.float32(2.0)))
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+        noise.gaussian_blocks(seeds, 5, (2, 2, 1), tf.constant([0.5, 2.0, 1.0])).numpy()
