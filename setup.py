@@ -14,7 +14,7 @@ setup(
     package_data={"tfsmooth.resources": ["*.npz"]},
     install_requires=[
         "tensorflow>=2.16,<3",
-        "keras>=3.0",
+        "keras>=3.15",  # tested with 3.15; training.SmoothingTrainer relies on compute_loss dividing by the replicas
         "tensorflow-datasets>=4.9",
         "numpy>=1.24",
         "scipy>=1.11",

@@ -122,7 +122,7 @@ def tfsmooth_runner(images, labels, args, ablation=False):
                            epsilon=args.epsilon, num_steps=args.num_steps, num_noise_vec=args.num_noise_vec, seed=0)
     if ablation:
         object.__setattr__(model, "attack_model", base)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),  # as tfsmooth.runs.train
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),  # as tfsmooth.jobs.train.train
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(args.batch, drop_remainder=True)
     ds = ds.repeat().prefetch(2)

@@ -180,7 +180,7 @@ def data_options(function):
     """--dataset, --split, --data-dir."""
     function = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                             help="Local CIFAR-10 binary directory (default: $TFSMOOTH_DATA_DIR, else tfds).")(function)
-    function = click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
+    function = click.option("--split", type=click.Choice(registry.SPLITS), default="test", show_default=True,
                             help="Which split to evaluate.")(function)
     function = click.option("--dataset", default="cifar10", show_default=True,
                             help="Data set: cifar10 or cifar10_sample (embedded).")(function)

@@ -30,7 +30,7 @@ from tfsmooth.cli._common import (ALPHA, COUNT, ESTIMATOR, EVALUATION_ATTACK, MA
 @click.option("--alpha", type=ALPHA, default=0.001, show_default=True, help="PREDICT's failure probability.")
 @click.option("--batch", type=COUNT, default=1000, show_default=True,
               help="PREDICT's noisy copies per forward pass, rounded down to a multiple of the noise block "
-                   "(100 draws), at least one block. Rows do not depend on it: a rerun may change it.")
+                   "(100 draws), at least one block. On a CPU rows do not depend on it: a rerun may change it (on a GPU it is part of the run record).")
 @click.option("--attack-batch", type=COUNT, default=8, show_default=True,
               help="Images attacked together (each attack step runs ATTACK_BATCH x NUM_NOISE_VEC noisy copies).")
 @click.option("--skip", type=COUNT, default=1, show_default=True, help="Use every SKIP-th example.")

@@ -17,7 +17,7 @@ def _common_options(function):
         click.option("--alpha", type=ALPHA, default=0.001, show_default=True, help="Failure probability."),
         click.option("--batch", type=COUNT, default=1000, show_default=True,
                      help="Noisy copies per forward pass, rounded down to a multiple of the noise block "
-                          "(100 draws), at least one block. Rows do not depend on it: a rerun may change it."),
+                          "(100 draws), at least one block. On a CPU rows do not depend on it: a rerun may change it (on a GPU it is part of the run record)."),
         click.option("--skip", type=COUNT, default=1, show_default=True, help="Use every SKIP-th example."),
         click.option("--max", "max_index", type=MAX_INDEX, default=-1, show_default=True,
                      help="Stop before this example index, >= 1 (-1: whole split)."),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from tfsmooth import registry
 from tfsmooth.cli._common import COUNT, library_errors, quiet_tensorflow
 
 
 @click.command("pseudo-label")
 @click.argument("teacher", type=click.Path(dir_okay=False))
 @click.option("--dataset", default="cifar10", show_default=True, help="cifar10 or cifar10_sample (embedded).")
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+@click.option("--split", type=click.Choice(registry.SPLITS), default="train", show_default=True,
               help="Which split to label (`train --unlabeled` accepts train splits only).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Local CIFAR-10 binary directory (default: $TFSMOOTH_DATA_DIR, else tfds).")

@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import click
 
+from tfsmooth import registry
 from tfsmooth.cli._common import (ARCHITECTURE, COUNT, NON_NEGATIVE, NON_NEGATIVE_REAL, POSITIVE, SMOOTHADV_ATTACK,
                                   TRAINING_METHOD, library_errors, quiet_tensorflow)
 
 
+DEFAULTS = registry.SMOOTHADV_DEFAULTS
+
+
 def _smoothadv_options(function):
-    """--method and the SmoothAdv, fine-tuning and self-training options (jobs.TrainConfig fields)."""
+    """--method, the SmoothAdv options (`training.SmoothAdvConfig`, in TrainConfig.method_config) and the
+    fine-tuning and self-training options (jobs.TrainConfig fields)."""
     options = [
         click.option("--method", type=TRAINING_METHOD, default="gaussian", show_default=True,
                      help="gaussian: Gaussian data augmentation (Cohen et al.); smoothadv: SmoothAdv adversarial "
                           "training (Salman et al. 2019)."),
         click.option("--attack", type=SMOOTHADV_ATTACK, default=None,
-                     help="[smoothadv] SmoothAdv attack (default pgd)."),
+                     help=f"[smoothadv] SmoothAdv attack (default {DEFAULTS['attack']})."),
         click.option("--epsilon", type=NON_NEGATIVE_REAL, default=None,
-                     help="[smoothadv] l2 attack radius, pixels in [0, 1] (default 0.25)."),
-        click.option("--num-steps", type=COUNT, default=None, help="[smoothadv] attack steps T (default 10)."),
+                     help=f"[smoothadv] l2 attack radius, pixels in [0, 1] (default {DEFAULTS['epsilon']})."),
+        click.option("--num-steps", type=COUNT, default=None, help=f"[smoothadv] attack steps T (default {DEFAULTS['num_steps']})."),
         click.option("--num-noise-vec", type=COUNT, default=None,
-                     help="[smoothadv] noise draws m per image, for the attack and the loss (default 2)."),
+                     help=f"[smoothadv] noise draws m per image, for the attack and the loss (default {DEFAULTS['num_noise_vec']})."),
         click.option("--warmup", "warmup_epochs", type=COUNT, default=None,
-                     help="[smoothadv] epochs of the linear epsilon warm-up; 1 = none (default 10)."),
+                     help=f"[smoothadv] epochs of the linear epsilon warm-up; 1 = none (default {DEFAULTS['warmup_epochs']})."),
         click.option("--multi-noise/--no-multi-noise", default=None,
                      help="[smoothadv] train on all m noisy copies of each attacked image, or on one "
-                          "(default: all)."),
+                          f"(default: {'all' if DEFAULTS['multi_noise'] else 'one'})."),
         click.option("--init-from", type=click.Path(dir_okay=False), default=None,
                      help="Fine-tune this .keras model (e.g. pre-trained elsewhere); a new head replaces the last "
                           "Dense layer if its class count differs. --arch must name its architecture."),
@@ -79,8 +84,7 @@ def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_dec
     quiet_tensorflow()
     from tfsmooth import jobs
 
-    method_options = {name: smoothadv.pop(name) for name in ("attack", "epsilon", "num_steps", "num_noise_vec",
-                                                             "warmup_epochs", "multi_noise")}
+    method_options = {name: smoothadv.pop(name) for name in DEFAULTS}
     restart = smoothadv.pop("restart")
     with library_errors():
         method = smoothadv.pop("method")

@@ -189,7 +189,7 @@ def test_certify_skip_beyond_the_split_selects_index_0(threshold_model_file, tmp
 
 
 def test_batch_help_states_the_rounding_to_noise_blocks():
-    block = inspect.signature(SmoothedClassifier).parameters["noise_block"].default  # what jobs.py uses
+    block = inspect.signature(SmoothedClassifier).parameters["noise_block"].default  # what the jobs use
     wording = f"rounded down to a multiple of the noise block ({block} draws), at least one block"
     for name in ("certify", "predict", "attack"):
         [batch] = [param for param in cli.commands[name].params if param.name == "batch"]
@@ -407,23 +407,23 @@ def test_end_to_end_on_real_cifar10(cifar_dir, tmp_path):
     assert result.exit_code == 0, result.output
     out = tmp_path / "cert.tsv"
     result = _invoke("certify", outdir / "base_model.keras", "--dataset", "cifar10", "--data-dir", cifar_dir,
-                     "--sigma", "0.25", "--n0", "50", "--n", "500", "--batch", "500", "--skip", "500", "--out", out)
+                     "--sigma", "0.25", "--n0", "50", "--n", "500", "--batch", "500", "--skip", "100", "--out", out)
     assert result.exit_code == 0, result.output
     result = _invoke("analyze", out, "--radii", "0,0.25", "--format", "json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)[str(out)]
-    assert summary["count"] == 20  # test indices 0, 500, ..., 9500
+    assert summary["count"] == 100  # test indices 0, 100, ..., 9900
     acc0 = summary["certified_accuracy"]["0.0"]
-    # One epoch of a small CNN is well above chance under noise (27-28 % on the 500 validation images with
-    # either noise scheme; chance is 10 %, the standard error 2 points), but its smoothed classifier certifies
-    # only 2-3 of these 20 images: a threshold on acc0 would test the draw of the noise, not the code.
+    # One epoch of a small CNN is well above chance under noise: 27-28 % on the 500 validation images (chance
+    # 10 %, standard error 2 points), and its smoothed classifier certifies 32 of these 100 images at r = 0
+    # (standard error 4.7 points; on 20 images the count was 2 to 3, too few for a threshold).
     with open(outdir / "log.csv") as f:
         assert float(next(csv.DictReader(f))["val_accuracy"]) > 0.18
-    assert 0.0 < acc0 < 1.0 and summary["abstain_rate"] < 0.5
+    assert 0.15 <= acc0 < 1.0 and summary["abstain_rate"] < 0.5
     # Recomputed from the raw TSV, without tfsmooth's reader or analysis.
     table = np.genfromtxt(out, delimiter="\t", names=True)
     idx = table["idx"].astype(int)
-    assert idx.tolist() == list(range(0, 10_000, 500))
+    assert idx.tolist() == list(range(0, 10_000, 100))
     test_labels = np.fromiter(data.load_dataset("cifar10", "test", str(cifar_dir)).map(lambda x, y: y)
                               .as_numpy_iterator(), np.int64)
     assert (table["label"].astype(int) == test_labels[idx]).all()

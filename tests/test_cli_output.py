@@ -44,11 +44,11 @@ def test_a_command_prints_no_tensorflow_start_up_logs(model_file, tmp_path):
 
 @pytest.mark.slow
 def test_verbose_shows_tensorflow_logs_and_the_users_log_level_wins(model_file, tmp_path):
-    # TensorFlow 2.21 logs "oneDNN custom operations are on" at every import on x86 CPUs.
+    # Which lines TensorFlow prints depends on the build and the CPU (oneDNN, CUDA probing): any of them counts.
     verbose = _predict_in_a_fresh_process(model_file, tmp_path / "a", "--verbose")
-    assert "oneDNN custom operations" in verbose
+    assert [marker for marker in TF_LOG_MARKERS if marker in verbose], verbose
     user_level = _predict_in_a_fresh_process(model_file, tmp_path / "b", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
-    assert "oneDNN custom operations" in user_level
+    assert [marker for marker in TF_LOG_MARKERS if marker in user_level], user_level
 
 
 class _Stream(io.StringIO):
@@ -78,8 +78,8 @@ def test_progress_off_a_terminal_throttles_but_always_prints_the_last_row():
     progress = _common.Progress(4, stream=stream, interval=3600.0)
     for _ in range(4):
         progress({"correct": 1})
-    assert stream.getvalue().splitlines() == ["1/4 images, correct 100.0 %", stream.getvalue().splitlines()[-1]]
-    assert stream.getvalue().splitlines()[-1].startswith("4/4 images")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0] == "1/4 images, correct 100.0 %" and lines[1].startswith("4/4 images")
 
 
 def test_progress_on_a_terminal_uses_keras_progbar_on_that_stream():

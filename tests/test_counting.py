@@ -42,17 +42,27 @@ def test_iter_counts_takes_passes_across_examples_in_order_and_pads_the_last():
     np.testing.assert_allclose(sigma[image_of_block], 0.1 * (keys + 1))
 
 
-def test_each_example_gets_its_share_of_the_passes_it_used_not_the_gap_between_rows():
+def test_each_example_gets_its_share_of_the_passes_it_used_not_the_gap_between_rows(monkeypatch):
     # 6 examples of 2 blocks, 10 blocks per pass: pass 1 holds examples 0-4, pass 2 example 5 alone.
-    # Each pass sleeps 0.2 s: examples 0-4 get 2/10 of pass 1 (0.04 s), example 5 all of pass 2 (0.2 s).
+    # A fake clock makes each pass last exactly 1 s: examples 0-4 get 2/10 of pass 1, example 5 all of pass 2.
+    ticks = {"now": 0.0}  # every perf_counter() read advances 0.5 s, and so does each pass
+
+    def fake_clock():
+        ticks["now"] += 0.5
+        return ticks["now"]
+
+    monkeypatch.setattr(counting.time, "perf_counter", fake_clock)
+
+    def run_pass(*args):
+        ticks["now"] += 0.5  # with the two reads around it: 1 s per pass
+        return _fake_pass([], 0.0)(*args)
+
     examples = [(k, np.zeros((2, 2, 1), np.float32), 0.25) for k in range(6)]
     out = list(counting.iter_counts(examples, ((noise.STREAM_SELECTION, 100), (noise.STREAM_ESTIMATION, 100)),
-                                    noise_block=100, batch_size=1000, num_classes=3, seed=0,
-                                    run_pass=_fake_pass([], 0.2)))
+                                    noise_block=100, batch_size=1000, num_classes=3, seed=0, run_pass=run_pass))
     seconds = np.array([s for _, _, s in out])
-    np.testing.assert_allclose(seconds[:5], 0.04, rtol=0.25)
-    np.testing.assert_allclose(seconds[5], 0.2, rtol=0.25)
-    assert abs(seconds.sum() - 0.4) < 0.1  # the shares add up to the passes' time
+    np.testing.assert_allclose(seconds, [0.2, 0.2, 0.2, 0.2, 0.2, 1.0])
+    assert seconds.sum() == pytest.approx(2.0)  # the shares add up to the passes' time
 
 
 def test_certificates_report_their_seconds_and_the_seed_drawn():
@@ -74,3 +84,48 @@ def test_gaussian_blocks_scale_one_standard_block_by_each_blocks_sigma():
     np.testing.assert_array_equal(per_block[1], (unit[1] * np.float32(2.0)))
     with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
         noise.gaussian_blocks(seeds, 5, (2, 2, 1), tf.constant([0.5, 2.0, 1.0])).numpy()
+
+
+def test_host_scheduler_and_graph_count_the_same_with_a_sigma_per_image():
+    import keras
+
+    from tfsmooth import models
+
+    keras.utils.set_random_seed(0)
+    model = models.small_cnn(3, input_shape=(8, 8, 3))
+    images = np.random.default_rng(1).uniform(size=(3, 8, 8, 3)).astype(np.float32)
+    sigmas = np.array([0.05, 0.5, 2.0], np.float32)  # per image: the counts must differ with sigma
+    plan = ((noise.STREAM_SELECTION, 150), (noise.STREAM_ESTIMATION, 250))
+    run_pass = counting.pass_function(model, (8, 8, 3), noise_block=100, num_classes=3, parallel_passes=2)
+    host = list(counting.iter_counts(zip(range(3), images, sigmas), plan, noise_block=100, batch_size=300,
+                                     num_classes=3, seed=5, run_pass=lambda *a: run_pass(*a).numpy()))
+    graph = counting.graph_counts(model, tf.constant(images), tf.constant(sigmas), tf.constant(5, tf.int64), plan,
+                                  noise_block=100, batch_size=300, num_classes=3)
+    for stream, _ in plan:
+        np.testing.assert_array_equal(np.stack([counts[stream] for _, counts, _ in host]), graph[stream].numpy())
+    # each image drew at its own sigma: the same image at sigma 0.05 and at 2.0 gets other counts
+    alone = [next(counting.iter_counts([(0, images[0], s)], plan, noise_block=100, batch_size=300, num_classes=3,
+                                       seed=5, run_pass=lambda *a: run_pass(*a).numpy()))[1] for s in (0.05, 2.0)]
+    assert alone[0][noise.STREAM_ESTIMATION].tolist() != alone[1][noise.STREAM_ESTIMATION].tolist()
+    np.testing.assert_array_equal(alone[0][noise.STREAM_ESTIMATION], host[0][1][noise.STREAM_ESTIMATION])
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), "0.25"])
+def test_iter_counts_refuses_a_bad_sigma_of_an_image(sigma):
+    with pytest.raises(ValueError, match="sigma of the image with key 7"):
+        list(counting.iter_counts([(7, np.zeros((2, 2, 1), np.float32), sigma)], ((noise.STREAM_PREDICT, 10),),
+                                  noise_block=10, batch_size=10, num_classes=3, seed=0,
+                                  run_pass=_fake_pass([], 0.0)))
+
+
+@pytest.mark.parametrize("plan", [((7, 10),), ((noise.STREAM_PREDICT, 10), (noise.STREAM_PREDICT, 10)),
+                                  ((noise.STREAM_PREDICT, 0),), ((True, 10),)])
+def test_block_plan_refuses_streams_outside_the_stream_constants_and_empty_draws(plan):
+    with pytest.raises(ValueError, match="plan"):
+        counting.block_plan(plan, 100)
+
+
+def test_more_draws_than_a_stream_has_blocks_are_refused():
+    smoothed = SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25, noise_block=1)
+    with pytest.raises(ValueError, match="later draws would repeat earlier ones"):
+        smoothed.certify(np.full(fixtures.SHAPE, 0.5, np.float32), n0=10, n=noise.MAX_BLOCK + 1)

@@ -36,7 +36,9 @@ def _base():
     import keras
 
     inputs = keras.Input(SHAPE)
-    base = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    # A kernel regularizer: its loss, too, must be divided among the replicas exactly once.
+    dense = keras.layers.Dense(2, kernel_regularizer=keras.regularizers.L2(0.05))
+    base = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
     base.set_weights(_initial_weights())
     return base
 
@@ -144,7 +146,7 @@ def test_a_two_replica_step_is_the_single_device_step_on_the_global_batch(replic
     model = dict(zip(("gaussian", "smoothadv"), _models()))[method]
     x, y = _data()
     # The single-device computation: the global batch with the copies replica r makes of its shard, one forward
-    # pass, the mean cross-entropy over all copies, one SGD step.
+    # pass, the mean cross-entropy over all copies plus the kernel's L2 penalty, one SGD step.
     copies = np.concatenate([model.noisy_copies(tf.constant(_shard(x, r)), tf.constant(_shard(y, r)), 0,
                                                 replica_id=r)[0].numpy() for r in (0, 1)])
     k = copies.shape[1]
@@ -153,6 +155,7 @@ def test_a_two_replica_step_is_the_single_device_step_on_the_global_batch(replic
     with tf.GradientTape() as tape:
         logits = base(copies.reshape(-1, *SHAPE), training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(np.repeat(y, k), logits))
+        loss = loss + tf.add_n(base.losses)  # the L2 penalty, once for the whole step
     gradients = tape.gradient(loss, base.trainable_variables)
     assert replicated[f"{method}_loss"] == pytest.approx(float(loss), rel=1e-6)
     for i, (weight, gradient) in enumerate(zip(_initial_weights(), gradients)):

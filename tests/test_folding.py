@@ -229,3 +229,21 @@ def test_folded_model_refuses_training_mode():
     folded = folding.fold_batch_norm(_conv_bn())
     with pytest.raises(ValueError, match="training=False"):
         folded(tf.zeros([1, 6, 6, 2]), training=True)
+
+
+def test_the_safety_net_catches_a_wrong_fold_of_a_freshly_built_model(monkeypatch):
+    # Fresh batch norms are the identity up to 1/sqrt(1 + eps): without randomized statistics in the probe
+    # a fold that pairs the wrong layers would differ by ~eps and pass. Here the pair is deliberately wrong.
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="a")(inputs)
+    b = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="b")(inputs)
+    bn_a = keras.layers.BatchNormalization(name="bn_a")(a)
+    bn_b = keras.layers.BatchNormalization(name="bn_b")(b)
+    model = keras.Model(inputs, keras.layers.Flatten()(keras.layers.Add()([bn_a, bn_b])))
+    monkeypatch.setattr(folding, "_foldable_pairs",
+                        lambda m: {"a": m.get_layer("bn_b"), "b": m.get_layer("bn_a")})  # swapped
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.warns(RuntimeWarning, match="using the unfolded model"):
+        assert folding.fold_batch_norm(model) is model
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)  # the probe's random statistics were put back exactly

@@ -1,5 +1,5 @@
-"""SmoothAdvModel (Pseudocode 1 of Salman et al. 2019), SmoothAdvConfig, the attack registry, and the SmoothAdv fields
-of jobs.train.TrainConfig."""
+"""SmoothAdvModel (Pseudocode 1 of Salman et al. 2019), SmoothAdvConfig, the attack registry, and the SmoothAdv
+method_config of jobs.train.TrainConfig."""
 
 import dataclasses
 import json

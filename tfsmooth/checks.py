@@ -87,6 +87,17 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_seed(seed, name: str = "seed") -> int:
+    """Validates a seed: an integer in [0, 2**63) (it becomes the first word of int64 stateless seeds).
+
+    Raises:
+        ValueError: if `seed` is not an integer (bool refused) in [0, 2**63).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
 def is_real(value, minimum: float = -math.inf, *, inclusive: bool = True, maximum: float = math.inf) -> bool:
     """Whether value is a finite real number (not a bool or a string), >= minimum (> if not inclusive), < maximum."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):

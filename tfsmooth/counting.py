@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import noise
+from tfsmooth import checks, noise
 
 Plan = Sequence[Tuple[int, int]]
 """((stream, number of draws), ...): the draws an example needs, e.g. ((SELECTION, n0), (ESTIMATION, n))."""
@@ -54,9 +54,21 @@ def block_plan(plan: Plan, noise_block: int):
     Returns:
         (stream int64 [T], block_index int64 [T], valid int32 [T]) numpy arrays, T the example's
         number of blocks; valid = draws of the block that count (noise_block except maybe the last).
+
+    Raises:
+        ValueError: a stream that is not one of `noise.STREAMS` (another value would draw from another
+            use's seed domain, e.g. the training noise), a stream listed twice, or a number of draws
+            that is < 1 or needs more than `noise.MAX_BLOCK` blocks.
     """
     streams, index, valid = [], [], []
+    seen = set()
     for stream, num in plan:
+        if isinstance(stream, bool) or stream not in noise.STREAMS or stream in seen:
+            raise ValueError(f"plan streams must be distinct members of tfsmooth.noise.STREAMS {noise.STREAMS}, "
+                             f"got {stream!r}")
+        seen.add(stream)
+        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or not 1 <= num <= noise.MAX_BLOCK * noise_block:
+            raise ValueError(f"plan draws must be integers in [1, {noise.MAX_BLOCK} * noise_block], got {num!r}")
         for b in range(math.ceil(num / noise_block)):
             streams.append(stream)
             index.append(b)
@@ -147,8 +159,9 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
                 run_pass: Callable[..., np.ndarray]) -> Iterator[Tuple[int, dict, float]]:
     """The host scheduler: yields (key, {stream: int64 [K] counts}, seconds) per example, in input order.
 
-    Examples are read lazily: the queue holds at most one pass of blocks, so a stream of any length
-    runs in constant memory and an example is yielded as soon as its last block is counted.
+    Examples are read lazily: a new example is read only while fewer than one pass of blocks wait,
+    so the queue holds at most one pass plus one example's blocks, a stream of any length runs in
+    constant memory, and an example is yielded as soon as its last block is counted.
 
     `seconds` is the example's share of the wall-clock time of the forward passes it took part in: a
     pass of duration t holding b of the example's blocks among its B real blocks adds t * b / B (padding
@@ -156,7 +169,8 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
     depend on where a row lands in the output order.
 
     Args:
-        examples: (key, image float32 [H, W, C] in [0, 1], sigma > 0) triples, already validated.
+        examples: (key, image float32 [H, W, C] in [0, 1], sigma) triples; key and image already
+            validated by the caller, sigma checked here (a finite number > 0, per image).
         plan: the draws of every example (`Plan`).
         noise_block, batch_size, num_classes: as in `SmoothedClassifier`.
         seed: int in [0, 2**63).
@@ -176,6 +190,7 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
             except StopIteration:
                 exhausted = True
                 break
+            sigma = checks.check_sigma(sigma, f"sigma of the image with key {key}")
             pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
             counts = {stream: np.zeros(num_classes, np.int64) for stream, _ in plan}
             open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t), 0.0]
@@ -216,10 +231,12 @@ def graph_counts(base_model, images, sigma, seed, plan: Plan, *, noise_block: in
     """Class counts per image and stream in the graph, as `iter_counts` with keys 0..B-1.
 
     The same passes as the host scheduler run one at a time in a `tf.while_loop`, so each forward
-    pass sees the library's tensor. One exception cuts latency: a request with fewer blocks than one
-    pass runs a single unpadded pass (e.g. one image, n = 100, batch_size = 1,000: 100 noisy copies
-    instead of 1,000). The noise is the same; only the base model's batch size differs, which changes
-    no logit bit on CPU in our tests.
+    pass sees the library's tensor (the host may split a pass into concurrent groups,
+    `parallel_passes`; the graph does not). One exception cuts latency: a request with fewer blocks
+    than one pass runs a single unpadded pass (e.g. one image, n = 100, batch_size = 1,000: 100 noisy
+    copies instead of 1,000). The noise is the same; only the base model's batch shape differs, which
+    changes no logit bit on CPU in our tests (tests/test_export.py). On a GPU, kernels chosen by
+    batch shape may round differently, so equality with the library is then up to such roundings.
 
     Args:
         base_model: callable, float32 [N, H, W, C] -> scores [N, K].

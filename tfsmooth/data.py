@@ -34,10 +34,12 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
+from tfsmooth import registry
+
 CIFAR10 = "cifar10"
 CIFAR10_SAMPLE = "cifar10_sample"
 KNOWN_DATASETS = (CIFAR10, CIFAR10_SAMPLE)
-SPLITS = ("train", "test")
+SPLITS = registry.SPLITS
 
 #: Environment variable naming a local CIFAR-10 binary-version directory.
 DATA_DIR_ENV_VAR = "TFSMOOTH_DATA_DIR"

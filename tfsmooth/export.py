@@ -33,9 +33,10 @@ whose message names the input and the expected value.
 
 The in-graph statistics are conservative where they are validated against scipy (`tfsmooth.stats`), for
 n <= `MAX_N` = 10,000,000 and alpha in `ALPHA_RANGE` = [1e-12, 0.49] (`ExportConfig` refuses other values):
-`p_a_lower` and `radius` are never above the library's and at most 1e-9 below, `p_value` never below it and at
-most a relative 1.2e-6 above (tests/test_graph_stats.py). So labels equal the library's except at a bound
-within 1e-9 above 1/2 or a p-value within that relative distance below alpha.
+`p_a_lower` is never above the library's and at most 1e-9 below, the radius never above (the gap in p_a_lower
+times dR/dp = sigma / phi(Phi^-1(p)), about 1.7e-8 * sigma at n = 1e7, k = n, alpha = 1e-3), `p_value` never
+below the library's and at most a relative 1.2e-6 above (tests/test_graph_stats.py). So labels equal the
+library's except at a bound within 1e-9 above 1/2 or a p-value within that relative distance below alpha.
 """
 
 from __future__ import annotations
@@ -306,8 +307,8 @@ def tf_radius(sigma: float, p_a_lower):
 def tf_certify_decision(selection_counts, estimation_counts, sigma: float, alpha: float):
     """Steps 1 and 3-4 of CERTIFY for a batch, in the graph (as `stats.certify_decision`).
 
-    The bound and the radius are never above the library's and at most 1e-9 below (for n <= MAX_N, alpha in
-    ALPHA_RANGE), so the label is the library's unless its bound is within 1e-9 above 1/2.
+    The bound is never above the library's and at most 1e-9 below, the radius never above it (for n <= MAX_N,
+    alpha in ALPHA_RANGE), so the label is the library's unless its bound is within 1e-9 above 1/2.
 
     Args:
         selection_counts, estimation_counts: integer [B, K] class counts of the n0 selection and n

@@ -1,7 +1,8 @@
 """The names of tfsmooth's choices, spelled once (ground floor: no TensorFlow, cheap to import).
 
-The library modules key their implementations by these names (`tfsmooth.attacks.ATTACKS`,
-`tfsmooth.training.METHODS`, ...) and check at import that they cover exactly these; the jobs
+The library modules key their implementations by these names (`tfsmooth.attacks.SMOOTHADV_ATTACKS`,
+`tfsmooth.training.METHODS`, `tfsmooth.jobs.attack`'s evaluation attacks) and check at import that
+they cover exactly these (`check_covers`); the jobs
 validate configurations against them and the CLI offers them as `click.Choice`s without importing
 TensorFlow (so `tfsmooth --help` stays fast).
 """
@@ -25,6 +26,15 @@ ARCHITECTURES = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "small_c
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 """Arithmetic of the counting path (`tfsmooth.models.folding.InferenceView`)."""
+
+
+SPLITS = ("train", "test")
+"""Data set splits (`tfsmooth.data`)."""
+
+SMOOTHADV_DEFAULTS = {"attack": "pgd", "epsilon": 0.25, "num_steps": 10, "num_noise_vec": 2, "warmup_epochs": 10,
+                      "multi_noise": True}
+"""The typical from-scratch CIFAR-10 run of Salman et al. 2019 (METHODS.md §2): the defaults of
+`tfsmooth.training.SmoothAdvConfig` and of `tfsmooth train --method smoothadv`."""
 
 
 def check_covers(implemented, names, what: str) -> None:

@@ -199,7 +199,7 @@ class SmoothedClassifier:
                 as it is read).
         """
         alpha = stats.check_alpha(alpha)
-        n0 = stats.check_count(n0, "n0")
+        n0 = self._check_draws(stats.check_count(n0, "n0"), "n0")
         n = self._check_n(n, alpha, stats.min_n_to_certify(alpha), "certify")
         batch_size = self._batch_size(batch_size)
         seed = _resolve_seed(seed)
@@ -300,7 +300,7 @@ class SmoothedClassifier:
         """
         images = self._check_images(images, "images")
         keys = _check_keys(keys, len(images))
-        num = stats.check_count(num, "num")
+        num = self._check_draws(stats.check_count(num, "num"), "num")
         batch_size = self._batch_size(batch_size)
         seed = _resolve_seed(seed)
         if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) or stream not in noise.STREAMS:
@@ -359,7 +359,14 @@ class SmoothedClassifier:
             raise ValueError(
                 f"n={n} is too small to ever {what} at alpha={alpha}: every input would abstain; "
                 f"use n >= {minimum}")
-        return n
+        return self._check_draws(n, "n")
+
+    def _check_draws(self, num, name):
+        """num draws fit in the noise blocks of one stream (`noise.MAX_BLOCK` blocks); more would repeat draws."""
+        if num > noise.MAX_BLOCK * self.noise_block:
+            raise ValueError(f"{name}={num} draws exceed the {noise.MAX_BLOCK} noise blocks of "
+                             f"{self.noise_block} draws a stream has: later draws would repeat earlier ones")
+        return num
 
     def _check_images(self, images, name):
         if isinstance(images, tf.data.Dataset):
@@ -433,9 +440,7 @@ def _check_keys(keys, count):
 def _resolve_seed(seed):
     if seed is None:
         return int(np.random.default_rng().integers(0, 2**62))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0 or seed >= 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}")
-    return int(seed)
+    return checks.check_seed(seed, "seed (or None)")
 
 
 def _static_output_shape(model):

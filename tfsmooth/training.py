@@ -63,7 +63,7 @@ from typing import Callable, NamedTuple
 import keras
 import tensorflow as tf
 
-from tfsmooth import attacks, checks, noise
+from tfsmooth import attacks, checks, noise, registry
 from tfsmooth.models.folding import fold_batch_norm
 
 SMOOTHADV_ATTACKS = tuple(attacks.SMOOTHADV_ATTACKS)
@@ -120,12 +120,12 @@ class SmoothAdvConfig(_JsonConfig):
         ValueError: naming the field, if one is out of the ranges above.
     """
 
-    attack: str = "pgd"
-    epsilon: float = 0.25
-    num_steps: int = 10
-    num_noise_vec: int = 2
-    warmup_epochs: int = 10
-    multi_noise: bool = True
+    attack: str = registry.SMOOTHADV_DEFAULTS["attack"]
+    epsilon: float = registry.SMOOTHADV_DEFAULTS["epsilon"]
+    num_steps: int = registry.SMOOTHADV_DEFAULTS["num_steps"]
+    num_noise_vec: int = registry.SMOOTHADV_DEFAULTS["num_noise_vec"]
+    warmup_epochs: int = registry.SMOOTHADV_DEFAULTS["warmup_epochs"]
+    multi_noise: bool = registry.SMOOTHADV_DEFAULTS["multi_noise"]
 
     def __post_init__(self):
         checks.check_choice(self.attack, "attack", SMOOTHADV_ATTACKS)
@@ -166,10 +166,8 @@ class SmoothingTrainer(keras.Model):
     def __init__(self, base_model, sigma: float, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.base_model = base_model
-        self.sigma = checks.check_sigma(sigma)
-        self.seed = random.SystemRandom().randrange(2**31) if seed is None else checks.check_count(seed, "seed", 0)
-        if self.seed >= 2**63:
-            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        self.sigma = checks.warn_sigma_scale(checks.check_sigma(sigma))
+        self.seed = random.SystemRandom().randrange(2**31) if seed is None else checks.check_seed(seed)
         # The step counters of the noise domains, advanced once per step (not once per replica).
         self.train_noise_step = keras.Variable(0, dtype="int64", trainable=False, aggregation="only_first_replica",
                                                name="train_noise_step")
@@ -352,8 +350,9 @@ class GaussianAugmentedModel(SmoothingTrainer):
         base_model: Keras model, float32 pixels [batch, H, W, C] in [0, 1] -> scores [batch, K].
         sigma: noise standard deviation per pixel (l2 on the [0, 1] pixel scale), > 0.
         seed: optional int >= 0 seeding the noise: step t on replica r draws
-            `noise.step_seeds(seed, noise.TRAIN_NOISE, r, t)`, so the same seed and data order give
-            the same training, on any number of replicas each replica draws its own noise, and
+            `noise.step_seeds(seed, noise.TRAIN_NOISE, r, t)`, so the same seed, data order and
+            replica layout give the same training (1 and 2 replicas draw different noise: each
+            replica draws its own), and
             certification draws (`noise.block_seeds`) never repeat training noise.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
@@ -566,3 +565,5 @@ def _check_config(config, config_class):
 METHODS = {"gaussian": Method(GaussianConfig, _build_gaussian), "smoothadv": Method(SmoothAdvConfig, _build_smoothadv)}
 """Training methods by name: `METHODS[name].build(base_model, sigma, METHODS[name].config_class(...), seed)`
 returns the compiled-ready training model (its `.base_model` is what gets smoothed)."""
+registry.check_covers(METHODS, registry.TRAINING_METHODS, "tfsmooth.training.METHODS")
+

@@ -76,8 +76,8 @@ class AttackConfig:
             checks.check_count(getattr(self, name), name)
         checks.check_choice(self.attack, "attack", ATTACKS)
         checks.check_epsilon(self.epsilon)
-        if self.estimator not in attacks.ESTIMATORS or (self.estimator == "stein" and self.attack != "pgd"):
-            raise ValueError(f"estimator must be one of {', '.join(attacks.ESTIMATORS)} ('stein' with attack 'pgd' "
+        if self.estimator not in registry.ESTIMATORS or (self.estimator == "stein" and self.attack != "pgd"):
+            raise ValueError(f"estimator must be one of {', '.join(registry.ESTIMATORS)} ('stein' with attack 'pgd' "
                              f"only); got {self.estimator!r} with attack {self.attack!r}")
         if self.attack != "ddn" and (self.gamma != attacks.DDN_GAMMA or self.init_norm is not None):
             raise ValueError(f"gamma and init_norm apply to attack 'ddn' only, got gamma={self.gamma!r}, "
@@ -145,13 +145,20 @@ def _attack_function(base, config: AttackConfig, image_shape):
             lambda s: tf.random.stateless_normal([config.num_noise_vec, *image_shape], seed=s, stddev=config.sigma),
             draw_seeds, fn_output_signature=tf.float32)
         arguments = dict(epsilon=config.epsilon, num_steps=config.num_steps, seed=step_seeds)
-        if config.attack == "pgd":
-            x_adv = attacks.smooth_adv_pgd(base, images, labels, draws, estimator=config.estimator, **arguments)
-        elif config.attack == "base-pgd":
-            x_adv = attacks.pgd(base, images, labels, **arguments)
-        else:
-            x_adv = attacks.smooth_adv_ddn(base, images, labels, draws, gamma=config.gamma, init_norm=config.init_norm,
-                                           **arguments)
+        x_adv = _EVALUATION_ATTACKS[config.attack](base, images, labels, draws, config, arguments)
         return x_adv, tf.argmax(base(x_adv, training=False), axis=1)
 
     return attack_batch
+
+
+_EVALUATION_ATTACKS = {
+    "pgd": lambda base, x, y, draws, config, arguments: attacks.SMOOTHADV_ATTACKS["pgd"](
+        base, x, y, draws, estimator=config.estimator, **arguments),
+    "ddn": lambda base, x, y, draws, config, arguments: attacks.SMOOTHADV_ATTACKS["ddn"](
+        base, x, y, draws, gamma=config.gamma, init_norm=config.init_norm, **arguments),
+    "base-pgd": lambda base, x, y, draws, config, arguments: attacks.pgd(base, x, y, **arguments),
+}
+"""How `attack_dataset` calls each attack of `registry.EVALUATION_ATTACKS` with its own options (the m
+draws are unused by "base-pgd": vanilla PGD on the base classifier, without noise)."""
+registry.check_covers(_EVALUATION_ATTACKS, registry.EVALUATION_ATTACKS, "tfsmooth.jobs.attack._EVALUATION_ATTACKS")
+

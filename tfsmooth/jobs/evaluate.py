@@ -12,9 +12,8 @@ import functools
 import time
 from typing import Callable, Optional
 
-from tfsmooth import checks, data, results, stats
+from tfsmooth import checks, data, registry, results, stats
 from tfsmooth.jobs import records
-from tfsmooth.models import folding
 from tfsmooth.smoothing import SmoothedClassifier
 
 def check_evaluation_fields(config):
@@ -23,11 +22,10 @@ def check_evaluation_fields(config):
     checks.check_alpha(config.alpha)
     for name in ("n", "batch", "skip"):
         checks.check_count(getattr(config, name), name)
-    checks.check_count(config.seed, "seed", minimum=0)
+    checks.check_seed(config.seed)
     if isinstance(config.max, bool) or not isinstance(config.max, int) or config.max < -1 or config.max == 0:
         raise ValueError(f"max must be -1 (no limit) or an index >= 1 (0 selects no example), got {config.max!r}")
-    if config.split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {config.split!r}")
+    checks.check_choice(config.split, "split", registry.SPLITS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +66,7 @@ class CertifyConfig:
     def __post_init__(self):
         check_evaluation_fields(self)
         checks.check_count(self.n0, "n0")
-        folding.check_compute_dtype(self.compute_dtype)
+        checks.check_choice(self.compute_dtype, "compute_dtype", registry.COMPUTE_DTYPES)
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
@@ -193,7 +191,7 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
 
 
 def _unchanged(images, labels, idxs):
-    """The default `prepare` of `_evaluate`: the images as they are, no extra row fields."""
+    """The default `prepare` of `evaluate`: the images as they are, no extra row fields."""
     return images, [{}] * len(images)
 
 

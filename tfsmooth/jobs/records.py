@@ -40,7 +40,9 @@ def device_kind() -> str:
     """"gpu" when TensorFlow sees a GPU (the counting path then runs there), else "cpu".
 
     Counts are bitwise independent of the batch size on CPU; on a GPU, kernel choice may depend on
-    the batch shape, so the device is part of the record and a resume on another kind is refused.
+    the batch shape, so the device is part of the record (a resume on another kind is refused) and
+    on a GPU the batch size is too (`run_record`). Every row stays a valid certificate either way:
+    this is about rows equal to an uninterrupted run's, not about soundness.
     """
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
 
@@ -52,9 +54,13 @@ def run_record(config, kind: str, omit) -> dict:
     place, e.g. `train`'s base_model.keras after each epoch, is another model), `data_source` (the
     files the images are read from, `tfsmooth.data.data_source`, after $TFSMOOTH_DATA_DIR, so a resume
     refuses rows whose idx referred to images of another source), `noise_scheme` and `device`; leaves
-    out data_dir (where the same images come from) and the fields in `omit`.
+    out data_dir (where the same images come from) and the fields in `omit` (except `batch` on a
+    GPU, `device_kind`).
     """
     record = dataclasses.asdict(config)
+    device = device_kind()
+    if device == "gpu":  # GPU kernels may round differently at another batch shape: rows may depend on it
+        omit = [name for name in omit if name != "batch"]
     record["model"] = os.path.abspath(config.model)
     record["model_sha256"] = files.file_sha256(config.model)
     record["data_source"] = data.data_source(config.dataset, config.data_dir)
@@ -62,7 +68,7 @@ def run_record(config, kind: str, omit) -> dict:
         record.pop(name)
     record["kind"] = kind
     record["noise_scheme"] = NOISE_SCHEME
-    record["device"] = device_kind()
+    record["device"] = device
     return record
 
 

@@ -89,16 +89,12 @@ class TrainConfig:
         checks.check_count(self.batch, "batch")
         checks.check_count(self.lr_step, "lr_step")
         checks.check_count(self.val_examples, "val_examples", minimum=0)
-        checks.check_count(self.seed, "seed", minimum=0)
-        if self.arch not in models.ARCHITECTURES:
-            raise ValueError(f"arch must be one of {', '.join(models.ARCHITECTURES)}; got {self.arch!r}")
+        checks.check_seed(self.seed)
+        checks.check_choice(self.arch, "arch", registry.ARCHITECTURES)
         for name in ("lr", "lr_gamma"):
-            if not checks.is_real(getattr(self, name), 0, inclusive=False):
-                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        if not (0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not checks.is_real(self.weight_decay, 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+            checks.check_real(getattr(self, name), name, 0.0, inclusive=False)
+        checks.check_real(self.momentum, "momentum", 0.0, maximum=1.0)
+        checks.check_real(self.weight_decay, "weight_decay", 0.0)
         _check_method_fields(self)
         _check_extra_data_fields(self)
 
@@ -295,7 +291,7 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
 
 METHODS = registry.TRAINING_METHODS
 """Names of the training methods (`tfsmooth.training.METHODS` implements them)."""
-SMOOTHADV_DEFAULTS = dataclasses.asdict(training.SmoothAdvConfig())
+SMOOTHADV_DEFAULTS = registry.SMOOTHADV_DEFAULTS
 """The typical from-scratch CIFAR-10 run of Salman et al. 2019 (METHODS.md §2): `SmoothAdvConfig()`."""
 
 

@@ -19,6 +19,7 @@ model on a probe batch and keeps the unfolded model, with a warning, if they dif
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import keras
@@ -185,6 +186,35 @@ def _probe_difference(model, folded):
     return float(np.max(np.abs(got - want))), float(np.max(np.abs(want)))  # np.max keeps a NaN
 
 
+@contextlib.contextmanager
+def _random_statistics(norms):
+    """Sets the folded batch norms' gamma, beta and moving statistics to seeded random values, then restores them.
+
+    A freshly built model's batch norms are the identity up to 1/sqrt(1 + epsilon), so a fold that
+    pairs the wrong layers would change its outputs by only ~epsilon and pass the probe; with
+    statistics far from the identity (scales in [0.5, 2], shifts of O(1)) a wrong fold moves the
+    outputs by O(their scale). The values come from a NumPy generator seeded with `PROBE_SEED` + 1
+    (no global random state is drawn from) and are written back exactly afterwards.
+    """
+    rng = np.random.default_rng(PROBE_SEED + 1)
+    saved = []
+    try:
+        for bn in norms:
+            draws = {"gamma": lambda n: rng.uniform(0.5, 2.0, n), "beta": lambda n: rng.normal(0.0, 0.5, n),
+                     "moving_mean": lambda n: rng.normal(0.0, 0.5, n),
+                     "moving_variance": lambda n: rng.uniform(0.5, 2.0, n)}
+            for name, draw in draws.items():
+                variable = getattr(bn, name, None)
+                if variable is None:
+                    continue
+                saved.append((variable, np.array(variable.numpy())))
+                variable.assign(draw(variable.shape).astype(saved[-1][1].dtype))
+        yield
+    finally:
+        for variable, value in reversed(saved):
+            variable.assign(value)
+
+
 def fold_batch_norm(model):
     """An inference-only view of `model` with each Conv2D + BatchNormalization pair folded into one conv.
 
@@ -195,7 +225,9 @@ def fold_batch_norm(model):
 
     Safety net: the folded view is compared with `model` on a probe batch (2 inputs drawn uniform in
     [0, 1) from a generator seeded with `PROBE_SEED`, without touching any global random state; both
-    called with training=False). If any output differs by more than 1e-3 * (1 + max |output|), a
+    called with training=False), with the folded batch norms' statistics temporarily set to random
+    values far from the identity (`_random_statistics`; restored exactly afterwards), so that a wrong
+    fold shows also on a freshly built model. If any output differs by more than 1e-3 * (1 + max |output|), a
     RuntimeWarning names the difference and `model` itself is returned.
 
     Any other model (subclassed, with an input shape not fully known, or with nothing to fold) is
@@ -217,7 +249,8 @@ def fold_batch_norm(model):
     if not pairs or any(dim is None for spec in model.inputs for dim in spec.shape[1:]):
         return model
     folded = _fold(model, pairs)
-    diff, scale = _probe_difference(model, folded)
+    with tf.init_scope(), _random_statistics(pairs.values()):
+        diff, scale = _probe_difference(model, folded)
     # Folding only reassociates float32 products and sums, (x * W) * s vs x * (W * s) and
     # (z - mean) * s + beta vs z * s + ((b - mean) * s + beta): a few roundings of relative 2**-24
     # per layer, which add up to at most 3e-7 of the logits' scale on the probe (measured: ResNet-20
