@@ -31,7 +31,7 @@ EVALUATION_ATTACK = click.Choice(registry.EVALUATION_ATTACKS)
 SMOOTHADV_ATTACK = click.Choice(registry.SMOOTHADV_ATTACKS)
 ESTIMATOR = click.Choice(registry.ESTIMATORS)
 TRAINING_METHOD = click.Choice(registry.TRAINING_METHODS)
-ARCHITECTURE = click.Choice(registry.ARCHITECTURES)
+ARCHITECTURE = click.Choice((*registry.ARCHITECTURES, registry.CUSTOM_ARCH))
 
 
 @contextlib.contextmanager
@@ -50,7 +50,12 @@ def library_errors():
     warnings.showwarning = show
     try:
         yield
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+            ConnectionError) as err:
+        raise click.ClickException(str(err)) from None
+    except ImportError as err:
+        if "tensorflow-datasets" not in str(err):  # only the data loader's worded errors; others keep their traceback
+            raise
         raise click.ClickException(str(err)) from None
     finally:
         warnings.showwarning = default_show

@@ -1,6 +1,7 @@
 """``tfsmooth analyze``: certified-accuracy tables and plots of certify / predict / attack TSVs.
 
 A thin shell over ``tfsmooth.analysis``: parses options, calls the library, prints, writes the plot.
+Units: the text tables and the plot are in percent; ``--format json`` keeps fractions in [0, 1].
 The library is imported inside the functions (after quieting TensorFlow's start-up logs), so that
 ``--help`` stays fast.
 """
@@ -37,6 +38,18 @@ def _parse_radii(ctx, param, value):
     return radii
 
 
+def _check_plot_path(ctx, param, value):
+    """click callback: refuses a --plot path whose extension is not .png, .pdf or .svg, before any
+    file is read."""
+    del ctx, param
+    if value is not None:
+        try:
+            _analysis().plot_format(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+    return value
+
+
 @click.command("analyze")
 @click.argument("files", nargs=-1, required=True, metavar=FILES_HINT,
                 type=click.Path(exists=True, dir_okay=False))
@@ -49,13 +62,16 @@ def _parse_radii(ctx, param, value):
               help="table: aligned text; markdown: pipe table (both in %, with an envelope row "
                    "over several certify files); json: {file: summary}, fractions in [0, 1].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write certified accuracy against radius to this .png file.")
+              callback=_check_plot_path,
+              help="Also plot certified accuracy (%, as the tables) against radius to this file; "
+                   "the format is taken from the extension: .png, .pdf or .svg.")
 def analyze(files, radii, fmt, plot_path):
     """Certified accuracy of certify TSVs (and empirical accuracy of predict/attack TSVs).
 
-    Certified accuracy at r = fraction of rows with correct == 1 and radius >= r (Cohen et al.
-    2019); with several certify files an envelope row gives the best per radius. Reads files
-    written by tfsmooth and by the reference implementation of Cohen et al.
+    Certified accuracy at r = share of rows with correct == 1 and radius >= r (Cohen et al.
+    2019); with several certify files an envelope row gives the best per radius. Tables and plot
+    are in %, --format json in fractions in [0, 1]. Reads the tab-separated files written by
+    tfsmooth and by the reference implementation of Cohen et al.; trailing blank lines are fine.
     """
     analysis = _analysis()
     try:

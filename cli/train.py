@@ -32,8 +32,9 @@ def _smoothadv_options(function):
                      help="[smoothadv] train on all m noisy copies of each attacked image, or on one "
                           f"(default: {'all' if DEFAULTS['multi_noise'] else 'one'})."),
         click.option("--init-from", type=click.Path(dir_okay=False), default=None,
-                     help="Fine-tune this .keras model (e.g. pre-trained elsewhere); a new head replaces the last "
-                          "Dense layer if its class count differs. --arch must name its architecture."),
+                     help="Start from this .keras model (pre-trained elsewhere, or your own architecture saved "
+                          "untrained); a new head replaces the last Dense layer if its class count differs. --arch "
+                          "names its architecture: one of tfsmooth's, or 'custom' for your own."),
         click.option("--unlabeled", default=None, metavar="DATASET[:train]",
                      help="Self-training: also train on these images with the labels of --pseudo-labels."),
         click.option("--pseudo-labels", type=click.Path(dir_okay=False), default=None,
@@ -53,7 +54,7 @@ def _smoothadv_options(function):
 @click.command()
 @click.option("--dataset", default="cifar10", show_default=True, help="cifar10 or cifar10_sample (embedded).")
 @click.option("--arch", type=ARCHITECTURE, default="cifar_resnet20", show_default=True,
-              help="cifar_resnet20, cifar_resnet56, cifar_resnet110 or small_cnn.")
+              help="Architecture; 'custom' with --init-from trains the model saved in that file.")
 @click.option("--sigma", type=POSITIVE, default=0.25, show_default=True,
               help="Gaussian augmentation noise level (l2, pixels in [0, 1]).")
 @click.option("--epochs", type=COUNT, default=90, show_default=True)

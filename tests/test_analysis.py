@@ -192,6 +192,17 @@ def test_format_plain_table_is_aligned_with_envelope_row(files):
     assert "certified accuracy (%)" in lines[5]
 
 
+def test_table_unit_note_explains_only_the_columns_present(files):
+    # Only certify files: no "empirical" column, so no "empirical" in the note either.
+    summary = analysis.summarize(["a.tsv", "b.tsv"], RADII)
+    assert analysis.format_table(summary, RADII, "markdown").splitlines()[-1] == (
+        "Unit: certified accuracy (%) at l2 radius r (pixels in [0, 1]); abstain = abstention rate (%).")
+    assert "empirical" not in analysis.format_table(summary, RADII, "table")
+    # With a predict file the column and its note are there.
+    summary = analysis.summarize(["a.tsv", "c.tsv"], RADII)
+    assert "empirical = accuracy (%)" in analysis.format_table(summary, RADII, "table").splitlines()[-1]
+
+
 def test_format_table_has_no_envelope_row_for_one_certify_file(files):
     summary = analysis.summarize(["a.tsv", "c.tsv"], RADII)
     for fmt in ("table", "markdown"):
@@ -220,6 +231,7 @@ def test_written_radius_just_below_threshold_is_not_certified_at_it(tmp_path):
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAGIC = {"png": (PNG_MAGIC,), "pdf": (b"%PDF",), "svg": (b"<?xml", b"<svg")}
 
 
 def test_plot_writes_a_png(files):
@@ -232,7 +244,50 @@ def test_plot_writes_a_png(files):
     curve_a, curve_b, best, marker = axes.get_lines()
     assert axes.get_xlim() == pytest.approx((0.0, 1.1 * 1.23))
     np.testing.assert_array_equal(best.get_ydata(), np.maximum(curve_a.get_ydata(), curve_b.get_ydata()))
-    assert (best.get_linestyle(), list(marker.get_xdata()), list(marker.get_ydata())) == ("--", [0.0], [2 / 3])
+    assert (best.get_linestyle(), list(marker.get_xdata()), list(marker.get_ydata())) == ("--", [0.0], [100 * (2 / 3)])
+
+
+@pytest.mark.parametrize("name", ["curve.pdf", "curve.svg", "CURVE.SVG", "curve.png"])
+def test_plot_format_follows_the_extension(files, name):
+    analysis.plot_certified_accuracy(["a.tsv", "c.tsv"], files / "plots" / name)
+    data = (files / "plots" / name).read_bytes()
+    assert data.startswith(MAGIC[name.lower().rsplit(".", 1)[1]])
+    if name.lower().endswith(".svg"):
+        assert b"<svg" in data[:2000]
+
+
+def test_plot_is_in_percent_like_the_table(files):
+    # The table: a.tsv at r=0 is 60.0 (%), c.tsv's empirical accuracy 66.7 (%). The plot's y axis
+    # is in the same unit: its label says (%), ticks run 0..100, the curves hold the table's values.
+    summary = analysis.summarize(["a.tsv", "c.tsv"], [0.0])
+    table = analysis.format_table(summary, [0.0], "table")
+    assert "60.0" in table.splitlines()[2] and "certified accuracy (%)" in table
+    figure = analysis.plot_certified_accuracy(["a.tsv", "c.tsv"], "curve.png")
+    (axes,) = figure.axes
+    assert axes.get_ylabel() == "certified accuracy (%)"
+    assert (axes.get_yticks()[0], axes.get_yticks()[-1]) == (0.0, 100.0)
+    assert axes.get_ylim() == (0.0, 102.0)
+    curve, marker = axes.get_lines()
+    assert curve.get_ydata()[0] == pytest.approx(60.0) and max(curve.get_ydata()) <= 100.0
+    assert f"{marker.get_ydata()[0]:.1f}" == "66.7"
+
+
+@pytest.mark.parametrize("names, notes", [
+    (["a.tsv", "b.tsv"], ["curves: certified accuracy (%), rows correct with certified radius >= r"]),
+    (["a.tsv", "c.tsv"], ["curves: certified accuracy (%), rows correct with certified radius >= r",
+                          "hollow markers: empirical accuracy (%) of predict files, not certified"]),
+    (["c.tsv", "d.tsv"], ["hollow markers: empirical accuracy (%) of predict/attack files, not certified"]),
+])
+def test_plot_legend_explains_only_the_kinds_present(files, names, notes):
+    figure = analysis.plot_certified_accuracy(names, "curve.png")
+    legend = figure.axes[0].get_legend()
+    assert legend.get_title().get_text().splitlines() == notes
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert all("empirical" not in text for text in texts)  # the markers' labels name file and kind
+    if names == ["a.tsv", "b.tsv"]:
+        assert texts == ["a.tsv", "b.tsv", analysis.ENVELOPE_LABEL]
+    if names == ["c.tsv", "d.tsv"]:
+        assert texts == ["c.tsv: predict", "d.tsv: attack"]
 
 
 def test_plot_accepts_results_and_labels(files):
@@ -247,15 +302,16 @@ def test_plot_accepts_results_and_labels(files):
     ({"labels": ["only one"]}, "one entry per file"),
     ({"max_radius": 0.0}, "max_radius"),
     ({"max_radius": float("inf")}, "max_radius"),
-    ({"out_png": "curve.pdf"}, "ending in .png"),
+    ({"out_path": "curve.jpg"}, r"must end in one of \.png, \.pdf, \.svg"),
+    ({"out_path": "curve"}, r"must end in one of \.png, \.pdf, \.svg"),
     ({"paths_or_results": [3]}, "path or Results"),
 ])
 def test_plot_rejects_bad_arguments(files, kwargs, fragment):
-    arguments = {"paths_or_results": ["a.tsv", "b.tsv"], "out_png": "curve.png"}
+    arguments = {"paths_or_results": ["a.tsv", "b.tsv"], "out_path": "curve.png"}
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=fragment):
         analysis.plot_certified_accuracy(**arguments)
-    assert not (files / "curve.png").exists() and not (files / "curve.pdf").exists()
+    assert not (files / "curve.png").exists() and not (files / "curve.jpg").exists()
 
 
 ATTACK_ROWS = "idx\tlabel\tpredict\tbasePredict\tcorrect\ttime\n0\t3\t3\t3\t1\t1.0\n20\t8\t-1\t2\t0\t1.0\n"
@@ -285,10 +341,10 @@ def test_attack_marker_goes_at_the_epsilon_of_its_run_record(tmp_path):
     assert axes.get_xlim() == pytest.approx((0.0, 0.275))
     grid = [0.0, 0.1, 0.15, 0.2, 0.275]
     np.testing.assert_allclose(step.get_xdata(), grid, rtol=0, atol=1e-15)
-    np.testing.assert_array_equal(step.get_ydata(), analysis.certified_accuracy(certify, grid))
-    np.testing.assert_array_equal(step.get_ydata(), [0.5, 0.5, 0.25, 0.25, 0.0])
+    np.testing.assert_array_equal(step.get_ydata(), 100 * analysis.certified_accuracy(certify, grid))
+    np.testing.assert_array_equal(step.get_ydata(), [50.0, 50.0, 25.0, 25.0, 0.0])  # in %
     assert step.get_drawstyle() == "steps-pre"
-    assert (list(marker.get_xdata()), list(marker.get_ydata())) == ([0.25], [0.5])  # 1 of 2 attacked rows correct
+    assert (list(marker.get_xdata()), list(marker.get_ydata())) == ([0.25], [50.0])  # 1 of 2 attacked rows correct
 
 
 def test_default_plot_labels_keep_the_directory_when_file_names_repeat(tmp_path):

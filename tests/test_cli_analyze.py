@@ -28,6 +28,16 @@ FILES = {
     "bad.tsv": ("idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
                 "0\t3\t3\t0.5\t1\t1.0\n"
                 "20\t8\t8\tx\t1\t1.0\n"),
+    # b.tsv with blank lines: at the end (an editor's extra newlines) fine, between rows an error.
+    "trailing.tsv": ("idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+                     "0\t3\t3\t1.1000\t1\t1.0000\n"
+                     "20\t8\t2\t0.9000\t0\t1.0000\n\n  \n"),
+    "gap.tsv": ("idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+                "0\t3\t3\t1.1000\t1\t1.0000\n\n"
+                "20\t8\t2\t0.9000\t0\t1.0000\n"),
+    "b.csv": ("idx,label,predict,radius,correct,time\n"
+              "0,3,3,1.1000,1,1.0000\n"
+              "20,8,2,0.9000,0,1.0000\n"),
 }
 
 
@@ -79,6 +89,43 @@ def test_analyze_writes_plot(runner, tmp_path):
     assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_analyze_tolerates_trailing_blank_lines(runner):
+    result = runner.invoke(analyze, ["trailing.tsv", "--radii", "0,1.0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[2].split() == ["trailing.tsv", "50.0", "50.0", "0.0", "2"]
+
+
+def test_analyze_comma_separated_file_gives_one_line_hint(runner):
+    result = runner.invoke(analyze, ["b.csv"])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert "b.csv, line 1:" in error
+    assert error.endswith("comma-separated? tfsmooth and the reference write tab-separated files")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name, magic", [("curve.pdf", (b"%PDF",)), ("curve.svg", (b"<?xml", b"<svg"))])
+def test_analyze_writes_pdf_and_svg_plots(runner, tmp_path, name, magic):
+    result = runner.invoke(analyze, ["a.tsv", "c.tsv", "--plot", f"out/{name}"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / name).read_bytes().startswith(magic)
+
+
+def test_analyze_refuses_unsupported_plot_extension_before_reading_files(runner, tmp_path):
+    result = runner.invoke(analyze, ["bad.tsv", "--plot", "curve.jpg"])
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert "--plot" in result.output and ".png, .pdf, .svg" in result.output
+    assert "line 3" not in result.output  # bad.tsv was not read: its error would name its line 3
+    assert not (tmp_path / "curve.jpg").exists()
+
+
+def test_analyze_help_states_the_units(runner):
+    result = runner.invoke(analyze, ["--help"])
+    text = " ".join(result.output.split())
+    assert "Tables and plot are in %, --format json in fractions in [0, 1]" in text
+    assert ".png, .pdf or .svg" in text
+
+
 @pytest.mark.parametrize("args, names", [
     (["a.tsv", "--radii", "a,b"], ["--radii", "'a' is not a number"]),
     (["a.tsv", "--radii=-1"], ["--radii", ">= 0"]),
@@ -87,10 +134,11 @@ def test_analyze_writes_plot(runner, tmp_path):
     (["a.tsv", "--radii", "0,,1"], ["--radii", "'' is not a number"]),
     (["missing.tsv"], ["FILE.tsv", "missing.tsv", "does not exist"]),
     (["bad.tsv"], ["FILE.tsv", "bad.tsv, line 3", "radius"]),
+    (["gap.tsv"], ["FILE.tsv", "gap.tsv, line 3", "blank line between rows"]),
     (["a.tsv", "a.tsv"], ["FILE.tsv", "distinct"]),
     ([], ["Missing argument", "FILE.tsv"]),
     (["a.tsv", "--format", "html"], ["--format", "html"]),
-    (["a.tsv", "--plot", "curve.pdf"], ["--plot", "ending in .png"]),
+    (["a.tsv", "--plot", "curve.jpg"], ["--plot", "must end in one of .png, .pdf, .svg"]),
 ])
 def test_analyze_bad_arguments_exit_nonzero_naming_the_argument(runner, args, names):
     result = runner.invoke(analyze, args)

@@ -171,3 +171,23 @@ def test_a_finished_train_says_there_is_nothing_to_do_and_restart_starts_over(tm
     import json
 
     assert json.loads((outdir / "config.json").read_text())["lr"] == 0.05
+
+
+def test_train_your_own_architecture_with_arch_custom(tmp_path):
+    import json
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    own = keras.Model(inputs, keras.layers.Dense(10)(x), name="mine")
+    own.save(tmp_path / "mine.keras")
+    args = ["train", "--dataset", "cifar10_sample", "--epochs", "1", "--batch", "500", "--train-examples", "500",
+            "--val-examples", "0", "--init-from", str(tmp_path / "mine.keras")]
+    refused = CliRunner().invoke(cli, [*args, "--outdir", str(tmp_path / "a")])
+    assert refused.exit_code == 1 and "pass arch='custom' (--arch custom)" in refused.output
+    trained = CliRunner().invoke(cli, [*args, "--arch", "custom", "--outdir", str(tmp_path / "b")])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["arch"] == "custom"
+    assert keras.models.load_model(tmp_path / "b" / "base_model.keras").name == "mine"
+    no_file = CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "custom", "--outdir",
+                                       str(tmp_path / "c")])
+    assert no_file.exit_code == 1 and "give init_from" in no_file.output

@@ -237,7 +237,7 @@ def test_attack_passes_gamma_and_init_norm_to_ddn(smoothadv_run, tmp_path, monke
         seen.append((kwargs["gamma"], kwargs["init_norm"]))
         return ddn(*args, **kwargs)
 
-    monkeypatch.setattr(attacks, "smooth_adv_ddn", spy)
+    monkeypatch.setitem(attacks.SMOOTHADV_ATTACKS, "ddn", spy)  # the one registry the attack job reads
     out = tmp_path / "attack.tsv"
     result = _invoke(attack, smoothadv_run / "base_model.keras", *ATTACK, "--attack", "ddn", "--gamma", "0.2",
                      "--init-norm", "0.3", "--out", out)

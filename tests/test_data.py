@@ -1,9 +1,11 @@
 """Tests for tfsmooth.data: loaders, embedded sample, augmentation, pipelines."""
 
 import dataclasses
+import os
 import pathlib
+import socket
+import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -225,11 +227,12 @@ def test_data_source_rejects_unknown_name_and_data_dir_for_sample(tmp_path):
 
 def _mock_tfds_cifar10(ids):
     """tfds.load("cifar10") yields one record per id, in the given order: the record with id
-    "test_<p>" has label p % 10 and every pixel 3 * p, except pixel [0, 0, 0] = 255."""
+    "<split>_<p>" has label p % 10 and every pixel 3 * p, except pixel [0, 0, 0] = 255."""
     import tensorflow_datasets as tfds
 
     def as_dataset(self, split, **kwargs):
-        positions = [int(i[5:]) if i[5:].isdigit() else 0 for i in ids]
+        digits = [i.rpartition("_")[2] for i in ids]
+        positions = [int(d) if d.isdigit() else 0 for d in digits]
         images = np.stack([np.full((32, 32, 3), 3 * p, np.uint8) for p in positions])
         images[:, 0, 0, 0] = 255
         return tf.data.Dataset.from_tensor_slices(
@@ -238,15 +241,16 @@ def _mock_tfds_cifar10(ids):
     return tfds.testing.mock_data(as_dataset_fn=as_dataset)
 
 
-def test_without_local_dir_cifar10_comes_from_tfds_in_file_order_converted():
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_without_local_dir_cifar10_comes_from_tfds_in_file_order_converted(split):
     # tfds stores CIFAR-10 shuffled; its "id" feature gives the position in the binary files.
     positions = np.random.default_rng(0).permutation(25)
     assert not np.array_equal(positions, np.arange(25))
-    with _mock_tfds_cifar10([f"test_{p:05d}" for p in positions]):
-        ds = data.load_dataset("cifar10", "test")
-    assert ds.element_spec == data.load_dataset("cifar10_sample", "test").element_spec  # as the local path
+    with _mock_tfds_cifar10([f"{split}_{p:05d}" for p in positions]):
+        ds = data.load_dataset("cifar10", split)
+    assert ds.element_spec == data.load_dataset("cifar10_sample", split).element_spec  # as the local path
     images, labels = next(iter(ds.batch(100)))
-    # Element i is the record with id test_0000i: label i % 10, pixels 3 i / 255; 255 / 255 = 1.
+    # Element i is the record with id <split>_0000i: label i % 10, pixels 3 i / 255; 255 / 255 = 1.
     np.testing.assert_array_equal(labels.numpy(), np.arange(25) % 10)
     np.testing.assert_array_equal(images[:, 5, 7, 1].numpy(), (3 * np.arange(25)).astype(np.float32) / 255)
     np.testing.assert_array_equal(images[:, 0, 0, 0].numpy(), np.ones(25, np.float32))
@@ -263,15 +267,128 @@ def test_tfds_ids_that_do_not_number_the_split_are_rejected(ids):
         data.load_dataset("cifar10", "test")
 
 
-def test_tfds_failure_keeps_its_type_and_adds_a_hint(monkeypatch):
-    def failing_load(name, **kwargs):
-        raise ConnectionError("no network")
+def _assert_one_line_pointing_to_local_files(message):
+    assert "\n" not in message
+    assert "--data-dir" in message and "$TFSMOOTH_DATA_DIR" in message
 
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets",
-                        types.SimpleNamespace(load=failing_load))
-    with pytest.raises(ConnectionError) as info:
+
+def test_module_missing_inside_tfds_load_is_named_not_blamed_on_the_network():
+    # tensorflow-datasets 4.9.10 imports importlib_resources inside tfds.load (issue 16).
+    def as_dataset(self, split, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
+
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset), pytest.raises(ImportError) as info:
+        data.load_dataset("cifar10", "test")
+    message = str(info.value)
+    assert "No module named 'importlib_resources' (pip install importlib_resources;" in message
+    assert "network" not in message
+    _assert_one_line_pointing_to_local_files(message)
+    assert info.value.name == "importlib_resources"
+
+
+def test_tensorflow_datasets_not_importable_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"pip install tensorflow-datasets;") as info:
+        data.load_dataset("cifar10", "test")
+    assert "network" not in str(info.value)
+    _assert_one_line_pointing_to_local_files(str(info.value))
+
+
+@pytest.fixture
+def _no_network(monkeypatch, tmp_path):
+    """tfds writes into tmp_path, and every connection fails at once as without network:
+    requests raises its ConnectionError (what tfds reports on a failed name lookup), and any
+    other name lookup fails too."""
+    import requests
+    import tensorflow_datasets as tfds
+
+    def refuse(self, request, **kwargs):
+        raise requests.exceptions.ConnectionError(f"Failed to resolve {request.url} (no network)")
+
+    def no_lookup(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    # tfds reads $TFDS_DATA_DIR once, at import, into constants.DATA_DIR (its default data_dir).
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+
+
+def test_tfds_download_without_network_says_so_and_points_to_local_files(_no_network):
+    # The real tfds.load, up to its download; it also needs the modules setup.py declares
+    # for the tfds path (importlib_resources), else this fails with their ImportError.
+    with pytest.raises(ConnectionError, match=r"^could not download 'cifar10' through "
+                       r"tensorflow-datasets \(no network\?\): ConnectionError: Failed to resolve "
+                       r"https://www\.cs\.toronto\.edu/.*; without network access pass data_dir") as info:
+        data.load_dataset("cifar10", "test")
+    _assert_one_line_pointing_to_local_files(str(info.value))
+    assert info.value.__cause__ is not None  # the original error stays in the chain
+
+
+def _network_error(kind):
+    from tensorflow_datasets.core.download import util
+    if kind == "timeout":
+        return TimeoutError("timed out")
+    if kind == "chained":  # the cause is found in the chain
+        wrapped = RuntimeError("download failed")
+        wrapped.__context__ = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return wrapped
+    return util.DownloadError("Failed to get url https://www.cs.toronto.edu/x. HTTP code: 403.")
+
+
+@pytest.mark.parametrize("kind", ["timeout", "chained", "http_status"])
+def test_tfds_download_failures_get_the_network_message(monkeypatch, kind):
+    import tensorflow_datasets as tfds
+
+    def failing_load(name, **kwargs):
+        raise _network_error(kind)
+
+    monkeypatch.setattr(tfds, "load", failing_load)
+    with pytest.raises(ConnectionError, match=r"\(no network\?\)") as info:
+        data.load_dataset("cifar10", "test")
+    _assert_one_line_pointing_to_local_files(str(info.value))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("disk full"), OSError(28, "No space left on device")])
+def test_other_tfds_failure_keeps_its_type_and_adds_a_hint_not_blaming_the_network(monkeypatch, error):
+    import tensorflow_datasets as tfds
+
+    def failing_load(name, **kwargs):
+        raise error
+
+    monkeypatch.setattr(tfds, "load", failing_load)
+    with pytest.raises(type(error)) as info:
         data.load_dataset("cifar10", "train")
-    assert "TFSMOOTH_DATA_DIR" in "".join(info.value.__notes__)
+    assert info.value is error
+    notes = "".join(info.value.__notes__)
+    assert "TFSMOOTH_DATA_DIR" in notes and "network" not in notes
+
+
+_MISSING_IMPORTLIB_RESOURCES = """
+import socket, sys
+import requests
+sys.modules["importlib_resources"] = None  # as in a fresh install without it
+def refuse(*args, **kwargs):
+    raise requests.exceptions.ConnectionError("no network")
+socket.getaddrinfo = requests.adapters.HTTPAdapter.send = refuse  # whatever tfds tries
+from tfsmooth import data
+data.load_dataset("cifar10", "test")
+"""
+
+
+@pytest.mark.slow
+def test_tfds_path_without_importlib_resources_ends_in_one_line_naming_it(tmp_path):
+    # The case of issue 16, in a fresh process: the real tfds.load imports importlib_resources.
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop(data.DATA_DIR_ENV_VAR, None)
+    result = subprocess.run([sys.executable, "-c", _MISSING_IMPORTLIB_RESOURCES], env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ImportError: loading 'cifar10' through tensorflow-datasets failed: ")
+    assert "importlib_resources" in last_line and "(pip install importlib_resources;" in last_line
+    assert "network" not in last_line
 
 
 # ------------------------------------------------------------ embedded sample

@@ -101,6 +101,21 @@ def test_read_accepts_last_line_without_newline(tmp_path):
     np.testing.assert_array_equal(loaded.idx, [0, 20])
 
 
+@pytest.mark.parametrize("tail", ["\n\n", "\n \n\t\n", "\r\n\r\n", "\n   "])
+def test_read_accepts_trailing_blank_lines(tmp_path, tail):
+    loaded = results.read_results(_write(tmp_path / "r.tsv", REFERENCE_PREDICT.rstrip("\n") + tail))
+    np.testing.assert_array_equal(loaded.idx, [0, 20])
+
+
+def test_read_comma_separated_file_gives_one_line_hint(tmp_path):
+    text = REFERENCE_CERTIFY.replace("\t", ",")  # e.g. saved from a spreadsheet as CSV
+    with pytest.raises(ValueError) as error:
+        results.read_results(_write(tmp_path / "r.csv", text))
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'r.csv'}, line 1: ") and "\n" not in message
+    assert "comma-separated? tfsmooth and the reference write tab-separated files" in message
+
+
 def test_read_header_only_file_gives_zero_rows(tmp_path):
     loaded = results.read_results(_write(tmp_path / "r.tsv", "\t".join(results.CERTIFY_COLUMNS)
                                          + "\n"))
@@ -117,6 +132,7 @@ HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 
 @pytest.mark.parametrize("text, location, fragment", [
     ("", "line 1", "empty"),
+    ("\n\n \n", "line 1", "empty"),  # only blank lines: as empty
     ("idx\tlabel\tpredict\n0\t1\t1\n", "line 1", "header"),
     ("idx\tlabel\tpredict\tradius\tcorrect\tcorrect\n", "line 1", "header"),
     (HEADER + "0\t3\t3\t0.5\t1\t1.0\n1\t3\t3\tbig\t1\t1.0\n", "line 3", "radius"),
@@ -129,7 +145,12 @@ HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
     (HEADER + "0\t3\t3\t-0.5\t1\t1.0\n", "line 2", "radius"),
     (HEADER + "0\t3\t3\tnan\t1\t1.0\n", "line 2", "radius"),
     (HEADER + "0\t3\t-2\t0.5\t0\t1.0\n", "line 2", "predict"),
-    (HEADER + "0\t3\t3\t0.5\t1\t1.0\n\n", "line 3", "found 1"),
+    (HEADER + "0\t3\t3\t0.5\t1\t1.0\n\n1\t3\t3\t0.5\t1\t1.0\n", "line 3", "blank line between rows"),
+    (HEADER + "0\t3\t3\t0.5\t1\t1.0\n \t\n1\t3\t3\t0.5\t1\t1.0\n\n", "line 3", "blank line between rows"),
+    # An error above a blank line is the one reported: the file's first error.
+    (HEADER + "0\t3\t3\tbig\t1\t1.0\n\n1\t3\t3\t0.5\t1\t1.0\n", "line 2", "radius"),
+    ("idx,label,predict,radius,correct,time\n0,3,3,0.5,1,1.0\n", "line 1",
+     "comma-separated? tfsmooth and the reference write tab-separated files"),
 ])
 def test_read_malformed_file_raises_value_error_with_file_and_line(tmp_path, text, location,
                                                                    fragment):

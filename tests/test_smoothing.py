@@ -339,3 +339,15 @@ def test_many_smoothed_classifiers_in_one_process_trigger_no_retracing_warning()
     finally:
         tf.get_logger().removeHandler(handler)
     assert not [m for m in messages if "retracing" in m]
+
+
+def test_certify_batch_reports_progress_after_each_image():
+    smoothed = SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25)
+    calls = []
+    smoothed.certify_batch(np.zeros((3, *fixtures.SHAPE), np.float32), 10, 100, 0.001, 100, seed=0,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    calls.clear()
+    smoothed.predict_batch(np.zeros((2, *fixtures.SHAPE), np.float32), 100, 0.001, 100, seed=0,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]

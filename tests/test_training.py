@@ -234,3 +234,20 @@ def test_gaussian_config_round_trips_through_json_and_is_frozen():
         training.GaussianConfig.from_json('{"epsilon": 0.5}')
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.sigma = 0.5
+
+
+def test_training_on_0_255_pixels_fails_at_the_first_step_naming_the_range():
+    import keras
+    import tensorflow as tf
+
+    from tfsmooth import models
+    from tfsmooth.training import GaussianAugmentedModel
+
+    model = GaussianAugmentedModel(models.small_cnn(10, input_shape=(8, 8, 3)), 0.25, seed=0)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.full((4, 8, 8, 3), 200.0, np.float32)  # [0, 255] pixels
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"training images must be pixels in \[0, 1\]"):
+        model.fit(images, np.zeros(4, np.int64), verbose=0, shuffle=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"divide \[0, 255\] images by 255"):
+        model.evaluate(images, np.zeros(4, np.int64), verbose=0)
+    model.fit(images / 255.0, np.zeros(4, np.int64), verbose=0, shuffle=False)  # the same images in [0, 1] train

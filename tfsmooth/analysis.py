@@ -11,6 +11,10 @@ Radius keys: summaries are keyed by ``radius_key(r) = repr(float(r))``, Python's
 that reads back to the same float: 0 -> "0.0", 0.25 -> "0.25", 1 -> "1.0", 1e-5 -> "1e-05".
 Hence ``float(key) == r`` exactly.
 
+Units: the text tables ("table", "markdown") and the plot show accuracies and abstention rates in
+percent (0 to 100, the papers' convention); the functions here (``certified_accuracy``,
+``accuracy``, ``abstain_rate``), the summaries and the "json" format keep fractions in [0, 1].
+
 Nothing heavy at import: matplotlib is imported inside ``plot_certified_accuracy``.
 """
 
@@ -27,9 +31,11 @@ if TYPE_CHECKING:
 
 PathOrResults = Union[str, os.PathLike, results_lib.Results]
 FORMATS = ("table", "markdown", "json")
+PLOT_FORMATS = ("png", "pdf", "svg")  # matplotlib's savefig formats, chosen by the extension
 ENVELOPE_LABEL = "envelope (best per radius)"
-_UNIT_NOTE = ("certified accuracy (%) at l2 radius r (pixels in [0, 1]); empirical = accuracy (%) of "
-              "predict/attack files (abstentions wrong); abstain = abstention rate (%)")
+CERTIFIED_NOTE = "certified accuracy (%) at l2 radius r (pixels in [0, 1])"
+EMPIRICAL_NOTE = "empirical = accuracy (%) of predict/attack files (abstentions wrong)"
+ABSTAIN_NOTE = "abstain = abstention rate (%)"
 
 
 def _radii_array(radii) -> np.ndarray:
@@ -226,8 +232,9 @@ def format_table(summary: Mapping[str, Mapping], radii, fmt: str = "table") -> s
         radii: the radii to show, as columns, in this order.
         fmt: "table" (aligned plain text), "markdown" (a pipe table like METHODS.md's) or "json".
             Text formats show percentages with one decimal and, when the summary has more than
-            one certify file, an extra "envelope (best per radius)" row; a unit note follows the
-            table. "json" is the summary itself restricted to ``radii`` (fractions in [0, 1]),
+            one certify file, an extra "envelope (best per radius)" row; a note on the units of
+            the columns shown follows the table (the "empirical" part only when that column is
+            there). "json" is the summary itself restricted to ``radii`` (fractions in [0, 1]),
             with no envelope, so no key can collide with a path.
 
     Returns:
@@ -242,6 +249,8 @@ def format_table(summary: Mapping[str, Mapping], radii, fmt: str = "table") -> s
     if not summary:
         raise ValueError("summary is empty")
     header, rows = _table_rows(summary, keys)
+    note = "; ".join([CERTIFIED_NOTE] + ([EMPIRICAL_NOTE] if "empirical" in header else [])
+                     + [ABSTAIN_NOTE])
     if fmt == "json":
         selected = {}
         for path, entry in summary.items():
@@ -255,14 +264,14 @@ def format_table(summary: Mapping[str, Mapping], radii, fmt: str = "table") -> s
             return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
         rule = "| --- |" + " ---: |" * (len(header) - 1)
         return "\n".join([line(header), rule] + [line(row) for row in rows]
-                         + ["", f"Unit: {_UNIT_NOTE}."])
+                         + ["", f"Unit: {note}."])
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
 
     def aligned(cells):
         return "  ".join([cells[0].ljust(widths[0])]
                          + [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])])
     return "\n".join([aligned(header), "  ".join("-" * width for width in widths)]
-                     + [aligned(row) for row in rows] + [f"({_UNIT_NOTE})"])
+                     + [aligned(row) for row in rows] + [f"({note})"])
 
 
 def _as_results(item: PathOrResults) -> results_lib.Results:
@@ -273,21 +282,39 @@ def _as_results(item: PathOrResults) -> results_lib.Results:
     raise ValueError(f"expected a result file path or Results, got {item!r}")
 
 
-def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
+def plot_format(path) -> str:
+    """The file format of a plot path, from its extension (any case): "png", "pdf" or "svg".
+
+    Raises:
+        ValueError: path is not str / os.PathLike or has another extension.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"the plot path must be a str or os.PathLike, got {path!r}")
+    extension = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if extension not in PLOT_FORMATS:
+        raise ValueError(f"the plot path must end in one of "
+                         f"{', '.join('.' + fmt for fmt in PLOT_FORMATS)} (the format is taken from "
+                         f"the extension), got {os.fspath(path)!r}")
+    return extension
+
+
+def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_path,
                             labels: Optional[Sequence[str]] = None,
                             max_radius: Optional[float] = None) -> "Figure":
-    """Plots certified accuracy against ℓ2 radius as step curves and writes a PNG.
+    """Plots certified accuracy (%) against ℓ2 radius as step curves and writes a PNG, PDF or SVG.
 
-    Each certify file is an exact step curve: at radius r its height is the fraction of rows with
-    correct == 1 and radius >= r. With more than one certify file, their envelope (best per
+    Each certify file is an exact step curve: at radius r its height is the percentage of rows
+    with correct == 1 and radius >= r. With more than one certify file, their envelope (best per
     radius) is drawn dashed. Predict / attack files have no radii: each appears as one hollow
-    marker at the height of its empirical accuracy, labelled "empirical, not certified": a predict
-    file at radius 0, an attack file at its attack's epsilon when the run record written beside it
-    (`<file>.json`, by `tfsmooth attack`) gives one, else at 0.
+    marker at the height of its empirical accuracy (%): a predict file at radius 0, an attack file
+    at its attack's epsilon when the run record written beside it (`<file>.json`, by
+    `tfsmooth attack`) gives one, else at 0. The legend's title explains the kinds of files
+    plotted, and only those: the certified curves, the empirical markers ("not certified").
 
     Args:
         paths_or_results: non-empty sequence of TSV paths or Results.
-        out_png: str or os.PathLike ending in ".png"; missing parent directories are created.
+        out_path: str or os.PathLike ending in ".png", ".pdf" or ".svg" (any case), which sets the
+            format; missing parent directories are created.
         labels: legend labels, one per item; default the file names (with their directory when two
             files share a name; "results i" for in-memory results).
         max_radius: right end of the radius axis (ℓ2, pixels in [0, 1]), > 0; default 1.1 times
@@ -295,16 +322,19 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
             there is none or it is 0.
 
     Returns:
-        matplotlib.figure.Figure: the figure written to `out_png` (not registered with pyplot). Its
-        one axes holds, in order, a step line per certify file (x: the radius grid, every curve's
-        breakpoints in [0, max_radius]; y: certified accuracy there, drawn "steps-pre"), the
-        envelope line when there are several, and one marker line per predict / attack file.
+        matplotlib.figure.Figure: the figure written to `out_path` (not registered with pyplot).
+        Its one axes holds, in order, a step line per certify file (x: the radius grid, every
+        curve's breakpoints in [0, max_radius]; y: certified accuracy there in %, drawn
+        "steps-pre"), the envelope line when there are several, and one marker line per predict /
+        attack file (y: its empirical accuracy in %). The y axis runs from 0 to 102 % (headroom
+        so that a curve at 100 % shows), ticks every 10 % from 0 to 100, as the text tables.
 
     Raises:
         FileNotFoundError: a path does not exist.
         ValueError: empty input, a malformed or empty file, labels of the wrong length,
-            max_radius not finite and > 0, out_png not ending in ".png".
+            max_radius not finite and > 0, out_path not ending in .png, .pdf or .svg.
     """
+    fmt = plot_format(out_path)
     items = [_as_results(item) for item in paths_or_results]
     if not items:
         raise ValueError("paths_or_results must not be empty")
@@ -312,9 +342,6 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
         labels = default_labels(items)
     if len(labels) != len(items):
         raise ValueError(f"labels must have one entry per file ({len(items)}), got {len(labels)}")
-    out_png = os.fspath(out_png)
-    if not out_png.lower().endswith(".png"):
-        raise ValueError(f"out_png must be a path ending in .png, got {out_png!r}")
     for r in items:
         _check_nonempty(r)
     certify = [(label, r) for label, r in zip(labels, items) if r.kind == "certify"]
@@ -323,7 +350,7 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_png,
         max_radius = 1.1 * largest if largest > 0 else 1.0
     elif not (np.isfinite(max_radius) and max_radius > 0):
         raise ValueError(f"max_radius must be a finite l2 radius > 0, got {max_radius!r}")
-    return _draw(items, labels, certify, float(max_radius), out_png)
+    return _draw(items, labels, certify, float(max_radius), os.fspath(out_path), fmt)
 
 
 def default_labels(items) -> list:
@@ -348,7 +375,27 @@ def marker_radius(r) -> float:
     return 0.0
 
 
-def _draw(items, labels, certify, max_radius, out_png) -> "Figure":
+def legend_notes(kinds) -> list:
+    """The plot legend's explanation lines for the kinds of files plotted, and only those.
+
+    Args:
+        kinds: the ``Results.kind`` of each plotted item ("certify", "predict", "attack").
+
+    Returns:
+        list of str: a line on the certified curves when a certify file is there, a line on the
+        hollow markers when a predict or attack file is there.
+    """
+    notes = []
+    if "certify" in kinds:
+        notes.append("curves: certified accuracy (%), rows correct with certified radius >= r")
+    empirical = [kind for kind in ("predict", "attack") if kind in kinds]
+    if empirical:
+        notes.append(f"hollow markers: empirical accuracy (%) of {'/'.join(empirical)} files, "
+                     f"not certified")
+    return notes
+
+
+def _draw(items, labels, certify, max_radius, out_path, fmt) -> "Figure":
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
     # All breakpoints of all curves, so that "steps-pre" on this grid is exact: on
@@ -357,9 +404,9 @@ def _draw(items, labels, certify, max_radius, out_png) -> "Figure":
     grid = np.unique(np.concatenate([[0.0, max_radius]] + radii))
     figure = Figure(figsize=(6.4, 4.4))
     axes = figure.add_subplot()
-    curves = []
+    curves = []  # in percent, the unit of the text tables
     for label, r in certify:
-        curves.append(certified_accuracy(r, grid))
+        curves.append(100.0 * certified_accuracy(r, grid))
         axes.step(grid, curves[-1], where="pre", label=label)
     if len(curves) > 1:
         axes.step(grid, np.max(curves, axis=0), where="pre", linestyle="--", color="black",
@@ -368,17 +415,19 @@ def _draw(items, labels, certify, max_radius, out_png) -> "Figure":
         if r.kind != "certify":
             at = marker_radius(r)
             where = f" at epsilon={at:g}" if at > 0 else ""
-            axes.plot([at], [accuracy(r)], marker="D", markersize=8, fillstyle="none",
-                      linestyle="none", clip_on=False,
-                      label=f"{label}: {r.kind}{where}, empirical, not certified")
+            axes.plot([at], [100.0 * accuracy(r)], marker="D", markersize=8, fillstyle="none",
+                      linestyle="none", clip_on=False, label=f"{label}: {r.kind}{where}")
     axes.set_xlim(0.0, max_radius)
-    axes.set_ylim(0.0, 1.02)  # a little headroom so that a curve at 1.0 is not clipped
+    axes.set_ylim(0.0, 102.0)  # a little headroom so that a curve at 100 % is not clipped
+    axes.set_yticks(np.arange(0.0, 101.0, 10.0))
     axes.set_xlabel("radius (l2 norm, pixels in [0, 1])")
-    axes.set_ylabel("certified accuracy (fraction)")
+    axes.set_ylabel("certified accuracy (%)")
     axes.set_title("Certified accuracy of the smoothed classifier")
     axes.grid(alpha=0.3)
     # Below the axes: long file names would otherwise cover the curves (bbox_inches="tight" keeps it).
-    axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize="small", frameon=False)
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    figure.savefig(out_png, format="png", dpi=100, bbox_inches="tight")
+    axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize="small", frameon=False,
+                title="\n".join(legend_notes([r.kind for r in items])), title_fontsize="small",
+                alignment="left")
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    figure.savefig(out_path, format=fmt, dpi=100, bbox_inches="tight")
     return figure

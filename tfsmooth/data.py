@@ -29,12 +29,15 @@ import dataclasses
 import importlib.resources
 import os
 import pathlib
+import socket
+import urllib.error
 from collections.abc import Iterator
+from typing import NoReturn
 
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import registry
+from tfsmooth import checks, registry
 
 CIFAR10 = "cifar10"
 CIFAR10_SAMPLE = "cifar10_sample"
@@ -290,17 +293,21 @@ def _load_tfds(split: str) -> tf.data.Dataset:
     element i is not record i of ``test_batch.bin``; its ``id`` feature
     (``"test_00042"``: split prefix + position in the files) gives the original
     position, and the split is reordered by it.
-    """
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
+    Raises:
+        ImportError: If tensorflow-datasets, or a module it imports while
+            loading (e.g. ``importlib_resources``), is missing; the one-line
+            message names the module and the package to install.
+        ConnectionError: If downloading CIFAR-10 failed for lack of a network
+            (or the server refused it); the message says how to read local
+            files instead.
+        ValueError: If the records' ids do not give their file positions.
+    """
     try:
+        import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
         ds = tfds.load(CIFAR10, split=split)
-    except Exception as err:  # re-raised unchanged, with a hint
-        err.add_note(
-            f"tfsmooth: loading {CIFAR10!r} through tensorflow-datasets failed; "
-            f"without network access pass data_dir or set ${DATA_DIR_ENV_VAR} to "
-            f"a local CIFAR-10 binary version directory")
-        raise
+    except Exception as err:  # pylint: disable=broad-except
+        _raise_tfds_error(err)
     ids, images, labels = [], [], []
     for batch in ds.batch(RECORDS_PER_FILE).as_numpy_iterator():
         ids.append(batch["id"])
@@ -308,6 +315,67 @@ def _load_tfds(split: str) -> tf.data.Dataset:
         labels.append(batch["label"])
     order = _file_order(np.concatenate(ids), split)
     return _from_arrays(np.concatenate(images)[order], np.concatenate(labels)[order])
+
+
+_LOCAL_FILES_HINT = (
+    f"pass data_dir / --data-dir or set ${DATA_DIR_ENV_VAR} to a local "
+    f"CIFAR-10 binary version directory")
+
+
+def _raise_tfds_error(err: Exception) -> NoReturn:
+    """Re-raises a failure of importing tfds or of ``tfds.load`` with its real cause in one line.
+
+    The first exception in the chain (``err``, then what it was raised from or
+    while handling) that tells a cause decides: a missing module
+    (tensorflow-datasets 4.9.10 imports ``importlib_resources`` inside
+    ``tfds.load`` without declaring it) becomes an ``ImportError`` naming it; a
+    network failure becomes a ``ConnectionError`` pointing to local files;
+    anything else is re-raised unchanged, with a note.
+    """
+    network_types = _network_error_types()
+    for cause in _exception_chain(err):
+        if isinstance(cause, ImportError):
+            module = (cause.name or "").partition(".")[0]
+            package = {"tensorflow_datasets": "tensorflow-datasets"}.get(module, module)
+            install = f"pip install {package}; or, " if package else "or, "
+            raise ImportError(
+                f"loading {CIFAR10!r} through tensorflow-datasets failed: "
+                f"{_one_line(cause)} ({install}to read local files instead, "
+                f"{_LOCAL_FILES_HINT})", name=cause.name) from err
+        if isinstance(cause, network_types):
+            raise ConnectionError(
+                f"could not download {CIFAR10!r} through tensorflow-datasets (no "
+                f"network?): {type(cause).__name__}: {_one_line(cause)}; "
+                f"without network access {_LOCAL_FILES_HINT}") from err
+    err.add_note(f"tfsmooth: loading {CIFAR10!r} through tensorflow-datasets "
+                 f"failed; to read local files instead, {_LOCAL_FILES_HINT}")
+    raise err
+
+
+def _exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling, outermost first."""
+    chain = []
+    while err is not None and all(err is not seen for seen in chain):
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def _network_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that mean a download could not reach (or was refused by) its server."""
+    found = [ConnectionError, TimeoutError, socket.gaierror, socket.herror, urllib.error.URLError]
+    try:  # tfds downloads with requests (and reports an HTTP status other than 200 as DownloadError)
+        import requests  # pylint: disable=import-outside-toplevel
+        found += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+        from tensorflow_datasets.core.download import util  # pylint: disable=import-outside-toplevel
+        found.append(util.DownloadError)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def _file_order(ids: np.ndarray, split: str) -> np.ndarray:
@@ -355,6 +423,10 @@ def load_dataset(
             tensorflow-datasets records' ids do not give their file positions.
         FileNotFoundError: If the local directory or a file it should hold is
             missing.
+        ImportError: If the tensorflow-datasets path lacks a module (the
+            message names it and the package to install).
+        ConnectionError: If the tensorflow-datasets path cannot download
+            CIFAR-10 (no network: use local files).
     """
     _check_name_and_split(name, split)
     if name == CIFAR10_SAMPLE:
@@ -514,11 +586,9 @@ def training_pipeline(ds: tf.data.Dataset, batch_size: int, *, seed: int,
         ValueError: If ``batch_size``, ``seed`` or ``shuffle_buffer`` is out of
             range, or ``ds`` is not an unbatched dataset of (image, label).
     """
-    for arg, value, low in (("batch_size", batch_size, 1), ("seed", seed, 0),
-                            ("shuffle_buffer", shuffle_buffer, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                or value < low:
-            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}")
+    checks.check_count(batch_size, "batch_size")
+    checks.check_count(seed, "seed", minimum=0)
+    checks.check_count(shuffle_buffer, "shuffle_buffer")
     spec = ds.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 3):
         raise ValueError(
@@ -559,12 +629,8 @@ def select_examples(ds: tf.data.Dataset, skip: int,
     Raises:
         ValueError: If ``skip < 1`` or ``max_index < -1`` (checked at call time).
     """
-    if isinstance(skip, bool) or not isinstance(skip, (int, np.integer)) or skip < 1:
-        raise ValueError(f"skip must be an int >= 1, got {skip!r}")
-    if isinstance(max_index, bool) or not isinstance(max_index, (int, np.integer)) \
-            or max_index < -1:
-        raise ValueError(
-            f"max_index must be an int >= 0, or -1 for no limit, got {max_index!r}")
+    checks.check_count(skip, "skip")
+    checks.check_count(max_index, "max_index (-1 for no limit)", minimum=-1)
     if max_index >= 0:
         ds = ds.take(max_index)
     selected = ds.enumerate().shard(num_shards=int(skip), index=0)

@@ -24,6 +24,9 @@ TRAINING_METHODS = ("gaussian", "smoothadv")
 ARCHITECTURES = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "small_cnn")
 """Base classifier architectures of `tfsmooth.models.get_model`."""
 
+CUSTOM_ARCH = "custom"
+"""`tfsmooth train --arch custom --init-from my.keras`: train the architecture saved in that file."""
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 """Arithmetic of the counting path (`tfsmooth.models.folding.InferenceView`)."""
 

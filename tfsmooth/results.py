@@ -256,8 +256,9 @@ def read_results(path) -> Results:
     """Reads a certify / predict / attack TSV written by this package or by the reference code.
 
     The kind is recognized from the header; columns are matched by name, in any order. A last line
-    without a trailing newline is accepted if it parses. Reference files' radii carry the rounding
-    of ``"{:.3}"`` (see the module docstring).
+    without a trailing newline is accepted if it parses, and so are blank or whitespace-only lines
+    at the end of the file (an editor's or a shell's extra newline); a blank line between rows is
+    an error. Reference files' radii carry the rounding of ``"{:.3}"`` (see the module docstring).
 
     Args:
         path: str or os.PathLike, the TSV file.
@@ -267,23 +268,26 @@ def read_results(path) -> Results:
 
     Raises:
         FileNotFoundError: the file does not exist (the message names it).
-        ValueError: empty file, unknown header, a line with the wrong number of fields, a
-            non-numeric field, a duplicated idx, or ``correct`` disagreeing with
+        ValueError: empty file, unknown header (a comma-separated one gets a hint that the files
+            are tab-separated), a blank line between rows, a line with the wrong number of fields,
+            a non-numeric field, a duplicated idx, or ``correct`` disagreeing with
             ``predict == label``; the message names the file and the 1-based line number.
     """
     path = os.fspath(path)
-    text = _read_text(path)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
+    lines = _read_text(path).split("\n")
+    while lines and not lines[-1].strip():  # the final newline's empty piece, trailing blank lines
         lines.pop()
     if not lines:
         raise ValueError(f"{path}, line 1: file is empty, expected a header line")
-    columns = lines[0].rstrip("\r").split("\t")
-    try:
-        kind = kind_of(columns)
-    except ValueError as error:
-        raise ValueError(f"{path}, line 1: {error}") from None
-    rows = _parse_rows(path, lines[1:], columns)
+    kind, columns = _read_header(path, lines[0])
+    # Line numbers are 1-based and the header is line 1, so line n is lines[n - 1]. Rows above the
+    # first blank line are parsed first, so that the first error in the file is the one reported.
+    blank = next((number for number, line in enumerate(lines[1:], start=2) if not line.strip()),
+                 None)
+    rows = _parse_rows(path, lines[1:len(lines) if blank is None else blank - 1], columns)
+    if blank is not None:
+        raise ValueError(f"{path}, line {blank}: blank line between rows (blank lines are allowed "
+                         f"only at the end of the file)")
 
     def column(name):
         return np.array([row[name] for row in rows])
@@ -293,6 +297,20 @@ def read_results(path) -> Results:
         correct=column("correct"), time=column("time"),
         radius=column("radius") if kind == "certify" else None,
         base_predict=column("basePredict") if kind == "attack" else None, path=path)
+
+
+def _read_header(path: str, line: str) -> Tuple[str, Sequence[str]]:
+    """Returns (kind, column names) of a header line; raises ValueError naming file and line 1."""
+    header = line.rstrip("\r")
+    columns = header.split("\t")
+    try:
+        return kind_of(columns), columns
+    except ValueError as error:
+        if "\t" not in header and "," in header:
+            raise ValueError(f"{path}, line 1: header {header!r} has commas and no tab: "
+                             f"comma-separated? tfsmooth and the reference write tab-separated "
+                             f"files") from None
+        raise ValueError(f"{path}, line 1: {error}") from None
 
 
 def format_radius(radius: float) -> str:

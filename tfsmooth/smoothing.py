@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -154,7 +154,8 @@ class SmoothedClassifier:
 
     def certify_batch(self, images, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                       batch_size: Optional[int] = None, seed: Optional[int] = None,
-                      keys: Optional[Sequence[int]] = None) -> List[Certificate]:
+                      keys: Optional[Sequence[int]] = None,
+                      progress: Optional[Callable[[int, int], None]] = None) -> List[Certificate]:
         """CERTIFY for many inputs, sharing forward passes between them.
 
         Args:
@@ -163,7 +164,9 @@ class SmoothedClassifier:
                 batched or not.
             n0, n, alpha, batch_size, seed: as in `certify`.
             keys: int [B] in [0, 2**28), identifiers that select each input's noise (default
-                0..B-1). An input certified with key k and seed s gets the same counts as
+                0..B-1).
+            progress: optional callable `progress(done, total)`, called after each input is finished
+                (e.g. `keras.utils.Progbar(total).update`), for long batches. An input certified with key k and seed s gets the same counts as
                 `certify(x, seed=s)` when k = 0; the CLI uses the data set index as key.
 
         Returns:
@@ -176,7 +179,7 @@ class SmoothedClassifier:
         """
         images = self._check_images(images, "images")
         keys = _check_keys(keys, len(images))
-        return [c for _, c in self.iter_certify(zip(keys, images), n0, n, alpha, batch_size, seed=seed)]
+        return _collect(self.iter_certify(zip(keys, images), n0, n, alpha, batch_size, seed=seed), len(images), progress)
 
     def iter_certify(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100, n: int = 100_000,
                      alpha: float = 0.001, batch_size: Optional[int] = None,
@@ -238,11 +241,12 @@ class SmoothedClassifier:
         return self.predict_batch(_as_batch(x, "x"), n, alpha, batch_size, seed=seed)[0].label
 
     def predict_batch(self, images, n: int = 1000, alpha: float = 0.001, batch_size: Optional[int] = None,
-                      seed: Optional[int] = None, keys: Optional[Sequence[int]] = None) -> List[Prediction]:
+                      seed: Optional[int] = None, keys: Optional[Sequence[int]] = None,
+                      progress: Optional[Callable[[int, int], None]] = None) -> List[Prediction]:
         """PREDICT for many inputs; arguments as in `certify_batch`. Returns `Prediction`s."""
         images = self._check_images(images, "images")
         keys = _check_keys(keys, len(images))
-        return [p for _, p in self.iter_predict(zip(keys, images), n, alpha, batch_size, seed=seed)]
+        return _collect(self.iter_predict(zip(keys, images), n, alpha, batch_size, seed=seed), len(images), progress)
 
     def iter_predict(self, examples: Iterable[Tuple[int, np.ndarray]], n: int = 1000, alpha: float = 0.001,
                      batch_size: Optional[int] = None, seed: Optional[int] = None) -> Iterator[Tuple[int, Prediction]]:
@@ -386,6 +390,16 @@ class SmoothedClassifier:
         if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
             raise ValueError(f"{name} must be pixels in [0, 1], got values in [{arr.min()}, {arr.max()}]")
         return arr
+
+
+def _collect(answers, total, progress):
+    """The answers of an `iter_*` stream as a list, calling `progress(done, total)` after each."""
+    out = []
+    for _, answer in answers:
+        out.append(answer)
+        if progress is not None:
+            progress(len(out), total)
+    return out
 
 
 def _keyed_examples(examples):

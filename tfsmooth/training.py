@@ -180,6 +180,7 @@ class SmoothingTrainer(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = checked_pixels(x)
         copies, logs = self.noisy_copies(x, y, _advance(self.train_noise_step))  # [B, k, H, W, C], no gradient
         with tf.GradientTape() as tape:
             logits = self.copies_logits(copies, training=True)  # [B, k, K]: one forward pass
@@ -191,6 +192,7 @@ class SmoothingTrainer(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = checked_pixels(x)
         step = _advance(self.test_noise_step)
         copies = x[:, None] + self.gaussian_noise(x, 1, noise.EVAL_NOISE, step)
         logits = self.copies_logits(copies, training=False)
@@ -287,6 +289,27 @@ class SmoothingTrainer(keras.Model):
         config = dict(config)
         base_model = keras.saving.deserialize_keras_object(config.pop("base_model"))
         return cls(base_model, **config)
+
+
+def checked_pixels(x):
+    """x, after an in-graph check that it holds pixels in [0, 1] (float32 [B, H, W, C]).
+
+    Training on [0, 255] pixels would add noise of sigma / 255 relative to the image, i.e. train with
+    almost none, and fail only at certification. The check (one min and one max over the batch) runs
+    on every step, so a data pipeline that changes scale later is caught too.
+
+    Raises:
+        tf.errors.InvalidArgumentError: (at run time) naming the range found, e.g. "training images
+            must be pixels in [0, 1] (tfsmooth adds the noise there); got values in [min, max] = 0 255".
+    """
+    x = tf.convert_to_tensor(x)
+    low, high = tf.reduce_min(x), tf.reduce_max(x)
+    check = tf.debugging.Assert(
+        (low >= 0.0) & (high <= 1.0),
+        ["training images must be pixels in [0, 1] (tfsmooth adds the noise there; divide [0, 255] images by "
+         "255); got values in [min, max] =", low, high])
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
 
 
 def flatten_copies(y, logits, sample_weight=None):

@@ -35,7 +35,8 @@ class TrainConfig:
 
     Attributes:
         dataset: data set name for `tfsmooth.data.load_dataset` ("cifar10", "cifar10_sample").
-        arch: one of `tfsmooth.models.ARCHITECTURES`.
+        arch: one of `tfsmooth.models.ARCHITECTURES`, or "custom" with `init_from`: the architecture is
+            the one saved in that file (your own Keras model), recorded as such in config.json.
         sigma: Gaussian augmentation noise level (l2, [0, 1] pixel scale), > 0.
         epochs: total epochs (a resumed run continues up to this number).
         batch: training batch size.
@@ -90,7 +91,10 @@ class TrainConfig:
         checks.check_count(self.lr_step, "lr_step")
         checks.check_count(self.val_examples, "val_examples", minimum=0)
         checks.check_seed(self.seed)
-        checks.check_choice(self.arch, "arch", registry.ARCHITECTURES)
+        checks.check_choice(self.arch, "arch", (*registry.ARCHITECTURES, registry.CUSTOM_ARCH))
+        if self.arch == registry.CUSTOM_ARCH and self.init_from is None:
+            raise ValueError(f"arch={registry.CUSTOM_ARCH!r} means the architecture saved in init_from: give init_from "
+                             "(a .keras file of your own model)")
         for name in ("lr", "lr_gamma"):
             checks.check_real(getattr(self, name), name, 0.0, inclusive=False)
         checks.check_real(self.momentum, "momentum", 0.0, maximum=1.0)
@@ -266,6 +270,7 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
         return model.base_model
 
     train_ds = _training_data(config, info.num_classes)
+    _check_first_batch(train_ds)
     val_ds = None
     if config.val_examples:
         val_ds = data.load_dataset(config.dataset, "test", config.data_dir).take(config.val_examples).batch(500)
@@ -287,6 +292,16 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
         ],
     )
     return model.base_model
+
+
+def _check_first_batch(batches) -> None:
+    """Refuses, in one line, training batches whose pixels are not in [0, 1] (`training.checked_pixels` also
+    checks every step in the graph; this catches it before the first epoch, with a plain error)."""
+    for images, *_ in batches.take(1):
+        low, high = float(tf.reduce_min(images)), float(tf.reduce_max(images))
+        if not (0.0 <= low and high <= 1.0):
+            raise ValueError(f"training images must be pixels in [0, 1] (tfsmooth adds the noise there), the first "
+                             f"batch has values in [{low:g}, {high:g}]: divide [0, 255] images by 255")
 
 
 METHODS = registry.TRAINING_METHODS
@@ -366,6 +381,12 @@ def _initial_base_model(config: TrainConfig, num_classes: int) -> keras.Model:
     if config.init_from is None:
         return models.get_model(config.arch, num_classes, weight_decay=config.weight_decay)
     base = load_base_model(config.init_from)
+    if config.arch != registry.CUSTOM_ARCH and base.name not in models.ARCHITECTURES:
+        raise ValueError(f"init_from {config.init_from} holds a model named {base.name!r}, not one of tfsmooth's "
+                         f"architectures, but arch is {config.arch!r}: pass arch={registry.CUSTOM_ARCH!r} (--arch "
+                         f"{registry.CUSTOM_ARCH}) to train your own architecture")
+    if config.arch == registry.CUSTOM_ARCH and base.name in models.ARCHITECTURES:
+        raise ValueError(f"init_from {config.init_from} holds a {base.name}: pass arch={base.name!r}")
     if base.name in models.ARCHITECTURES and base.name != config.arch:
         raise ValueError(f"init_from {config.init_from} holds a {base.name}, but arch is {config.arch!r}; "
                          f"pass arch={base.name!r}")

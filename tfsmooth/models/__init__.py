@@ -12,6 +12,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
+from tfsmooth import checks
 from tfsmooth.data import CIFAR10_MEAN, CIFAR10_STD
 from tfsmooth.models.batch_norm import FusedBatchNormalization
 from tfsmooth.registry import ARCHITECTURES  # the names, spelled once
@@ -70,8 +71,7 @@ def cifar_resnet(depth: int, num_classes: int = 10, *, weight_decay: float = 0.0
     """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6k + 2 (20, 56, 110, ...), got {depth!r}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    checks.check_count(num_classes, "num_classes", minimum=2)
     reg = _regularizer(weight_decay)
     blocks = (depth - 2) // 6
     inputs = keras.Input(input_shape, name="images")
@@ -111,8 +111,7 @@ def small_cnn(num_classes: int = 10, *, input_shape=(32, 32, 3), weight_decay: f
     Raises:
         ValueError: if num_classes is not an integer >= 2.
     """
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    checks.check_count(num_classes, "num_classes", minimum=2)
     reg = _regularizer(weight_decay)
     inputs = keras.Input(input_shape, name="images")
     x = _normalization(mean[: input_shape[-1]], std[: input_shape[-1]])(inputs)
