@@ -30,7 +30,8 @@ def _predict_in_a_fresh_process(model_file, tmp_path, *extra, env=None):
                "--out", str(tmp_path / "p.tsv")]
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     environment.update(env or {})
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    tmp_path.mkdir(parents=True, exist_ok=True)  # the working directory: not the source tree, which `-m` would import
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 
@@ -191,3 +192,21 @@ def test_train_your_own_architecture_with_arch_custom(tmp_path):
     no_file = CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "custom", "--outdir",
                                        str(tmp_path / "c")])
     assert no_file.exit_code == 1 and "give init_from" in no_file.output
+
+
+def test_certify_takes_the_classes_from_the_model_and_refuses_a_model_for_other_images(tmp_path):
+    keras.utils.set_random_seed(0)
+    mnist_sized = tmp_path / "mnist_sized.keras"
+    models.small_cnn(10, input_shape=(28, 28, 1)).save(mnist_sized)
+    args = ["--dataset", "cifar10_sample", "--sigma", "0.25", "--n", "100", "--batch", "100", "--max", "1"]
+    refused = CliRunner().invoke(cli, ["predict", str(mnist_sized), *args, "--out", str(tmp_path / "a.tsv")])
+    assert refused.exit_code == 1
+    assert "takes images of shape (28, 28, 1), but cifar10_sample has (32, 32, 3)" in refused.output
+    too_few = tmp_path / "five.keras"
+    models.small_cnn(5).save(too_few)
+    refused = CliRunner().invoke(cli, ["predict", str(too_few), *args, "--out", str(tmp_path / "b.tsv")])
+    assert refused.exit_code == 1 and "outputs 5 class scores, but cifar10_sample has 10 classes" in refused.output
+    twelve = tmp_path / "twelve.keras"  # more scores than the data set's classes: K comes from the model
+    models.small_cnn(12).save(twelve)
+    ok = CliRunner().invoke(cli, ["predict", str(twelve), *args, "--out", str(tmp_path / "c.tsv")])
+    assert ok.exit_code == 0, ok.output

@@ -36,7 +36,8 @@ def test_tfsmooth_load_model_works_in_a_fresh_process(saved, name):
     code = (f"import numpy as np, tfsmooth; m = tfsmooth.load_model({str(saved / name)!r}); "
             f"base = getattr(m, 'base_model', m); x = np.load({str(saved / 'x.npy')!r}); "
             f"print(type(m).__name__, float(np.abs(base.predict(x, verbose=0) - np.load({str(saved / (name + '.npy'))!r})).max()))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=saved)  # not the source tree: the installed package, as a user has it
     assert done.returncode == 0, done.stderr[-2000:]
     kind, difference = done.stdout.split()[-2:]
     assert kind == ("GaussianAugmentedModel" if name == "wrapper.keras" else "Functional")

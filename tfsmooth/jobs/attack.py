@@ -115,7 +115,8 @@ def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[
         raise ValueError(f"n={config.n} is too small to ever predict at alpha={config.alpha}: use n >= {minimum}")
     info = data.dataset_info(config.dataset, config.data_dir)
     base, record = records.load_recorded_model(config, config.run_record)
-    smoothed = SmoothedClassifier(base, info.num_classes, config.sigma)
+    num_classes = records.check_model_fits_data(base, info, f"model {config.model}")
+    smoothed = SmoothedClassifier(base, num_classes, config.sigma)
     attack_batch = _attack_function(base, config, info.image_shape)
 
     def prepare(images, labels, idxs):

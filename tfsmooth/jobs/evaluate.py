@@ -119,7 +119,8 @@ def _run(config, out, on_row, kind, restart):
         raise ValueError(f"n={config.n} is too small to ever {kind} at alpha={config.alpha}: use n >= {minimum}")
     info = data.dataset_info(config.dataset, config.data_dir)
     base, record = records.load_recorded_model(config, functools.partial(config.run_record, kind))
-    smoothed = SmoothedClassifier(base, info.num_classes, config.sigma, compute_dtype=config.compute_dtype)
+    num_classes = records.check_model_fits_data(base, info, f"model {config.model}")
+    smoothed = SmoothedClassifier(base, num_classes, config.sigma, compute_dtype=config.compute_dtype)
     if kind == "certify":
         columns, run = results.CERTIFY_COLUMNS, functools.partial(smoothed.iter_certify, n0=config.n0)
     else:

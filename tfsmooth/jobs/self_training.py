@@ -22,15 +22,27 @@ from tfsmooth.models.io import load_base_model
 def parse_source(source: str):
     """"DATASET[:SPLIT]" -> (dataset, split) for self-training images; split defaults to "train".
 
+    DATASET is any `tfsmooth.data.check_dataset_name` form; as "tfds:NAME" holds a colon itself, only
+    a last ":train" / ":test" is taken as the split ("tfds:fashion_mnist:train" -> ("tfds:fashion_mnist",
+    "train"), "tfds:fashion_mnist" -> the same).
+
     Raises:
         ValueError: an unknown data set, or a split other than "train" (the test split is what
             certify and attack evaluate, so its images must not be trained on, even unlabeled).
     """
-    name, _, split = str(source).partition(":")
-    split = split or "train"
-    if name not in data.KNOWN_DATASETS:
-        raise ValueError(f"unlabeled must be DATASET[:SPLIT] with DATASET one of {', '.join(data.KNOWN_DATASETS)}; "
-                         f"got {source!r}")
+    source = str(source)
+    head, _, tail = source.rpartition(":")
+    if head and tail in data.SPLITS:
+        name, split = head, tail
+    else:
+        try:
+            name, split = data.check_dataset_name(source), "train"
+        except ValueError:
+            name, _, split = source.partition(":")
+    try:
+        data.check_dataset_name(name)
+    except ValueError as err:
+        raise ValueError(f"unlabeled must be DATASET[:SPLIT]; got {source!r}: {err}") from None
     if split != "train":
         raise ValueError(f"unlabeled must name a train split (test images are what certify and attack evaluate); "
                          f"got {source!r}")
@@ -55,8 +67,7 @@ class PseudoLabelConfig:
 
     def __post_init__(self):
         checks.check_count(self.batch, "batch")
-        if self.dataset not in data.KNOWN_DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(data.KNOWN_DATASETS)}; got {self.dataset!r}")
+        data.check_dataset_name(self.dataset)
         if self.split not in data.SPLITS:
             raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
 
@@ -144,7 +155,7 @@ def pseudo_labeled_data(unlabeled: str, pseudo_labels: str, data_dir, num_classe
     Args:
         unlabeled: "DATASET[:SPLIT]" (`parse_source`).
         pseudo_labels: the `.npz` of `pseudo_label` for those images.
-        data_dir: local CIFAR-10 directory (used for cifar10 only).
+        data_dir: the run's data directory, passed on where it applies (`tfsmooth.data.takes_data_dir`).
         num_classes: K, the labels' range.
 
     Returns:
@@ -154,7 +165,7 @@ def pseudo_labeled_data(unlabeled: str, pseudo_labels: str, data_dir, num_classe
         ValueError / FileNotFoundError: as `parse_source` and `load_pseudo_labels`.
     """
     name, split = parse_source(unlabeled)
-    data_dir = data_dir if name == data.CIFAR10 else None
+    data_dir = data_dir if data.takes_data_dir(name) else None
     images = data.load_dataset(name, split, data_dir).map(lambda x, _: x)
     labels = load_pseudo_labels(pseudo_labels, unlabeled, num_classes, int(images.cardinality()),
                                 data.data_source(name, data_dir))

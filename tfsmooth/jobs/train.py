@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from tfsmooth import checks, data, files, models, registry, training
-from tfsmooth.jobs.records import NOISE_SCHEME
+from tfsmooth.jobs.records import NOISE_SCHEME, check_model_fits_data
 from tfsmooth.jobs.self_training import parse_source, pseudo_labeled_data
 from tfsmooth.models.io import load_base_model, load_model, replace_head
 
@@ -260,7 +260,7 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
     files.write_json(config_path, _config_record(config))
 
     if model is None:
-        model = _training_model(config, _initial_base_model(config, info.num_classes))
+        model = _training_model(config, _initial_base_model(config, info.num_classes, info))
         model.compile(
             optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -369,17 +369,21 @@ def _check_extra_data_fields(config: TrainConfig):
 
 def _check_train_files(config: TrainConfig):
     """Loads init_from and pseudo_labels once, so that a bad file is refused before anything is written."""
-    num_classes = data.dataset_info(config.dataset, config.data_dir).num_classes
+    info = data.dataset_info(config.dataset, config.data_dir)
+    num_classes = info.num_classes
     if config.init_from is not None:
-        _initial_base_model(config, num_classes)
+        _initial_base_model(config, num_classes, info)
     if config.unlabeled is not None:
         pseudo_labeled_data(config.unlabeled, config.pseudo_labels, config.data_dir, num_classes)
 
 
-def _initial_base_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """A fresh `arch`, or the model of `init_from` (with a new head if its class count differs)."""
+def _initial_base_model(config: TrainConfig, num_classes: int, info: Optional[data.DatasetInfo] = None) -> keras.Model:
+    """A fresh `arch` for the data set (`info`: its image shape and normalization; default: config.dataset's),
+    or the model of `init_from` (with a new head if its class count differs)."""
     if config.init_from is None:
-        return models.get_model(config.arch, num_classes, weight_decay=config.weight_decay)
+        info = info or data.dataset_info(config.dataset, config.data_dir)
+        return models.get_model(config.arch, num_classes, weight_decay=config.weight_decay,
+                                input_shape=tuple(info.image_shape), mean=info.mean, std=info.std)
     base = load_base_model(config.init_from)
     if config.arch != registry.CUSTOM_ARCH and base.name not in models.ARCHITECTURES:
         raise ValueError(f"init_from {config.init_from} holds a model named {base.name!r}, not one of tfsmooth's "
@@ -390,6 +394,8 @@ def _initial_base_model(config: TrainConfig, num_classes: int) -> keras.Model:
     if base.name in models.ARCHITECTURES and base.name != config.arch:
         raise ValueError(f"init_from {config.init_from} holds a {base.name}, but arch is {config.arch!r}; "
                          f"pass arch={base.name!r}")
+    info = info or data.dataset_info(config.dataset, config.data_dir)
+    check_model_fits_data(base, info, f"init_from {config.init_from}")
     return replace_head(base, num_classes, weight_decay=config.weight_decay, source=f"init_from {config.init_from}")
 
 
