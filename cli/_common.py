@@ -184,9 +184,13 @@ def rows_done(out) -> int:
 def data_options(function):
     """--dataset, --split, --data-dir."""
     function = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                            help="Local CIFAR-10 binary directory (default: $TFSMOOTH_DATA_DIR, else tfds).")(function)
+                            help="cifar10: CIFAR-10 binary directory (default $TFSMOOTH_DATA_DIR, else tfds); mnist: "
+                                 "idx files directory (default $TFSMOOTH_MNIST_DIR, else tfds); tfds:NAME: tfds's "
+                                 "data directory.")(function)
     function = click.option("--split", type=click.Choice(registry.SPLITS), default="test", show_default=True,
                             help="Which split to evaluate.")(function)
     function = click.option("--dataset", default="cifar10", show_default=True,
-                            help="Data set: cifar10 or cifar10_sample (embedded).")(function)
+                            help="Data set: cifar10, cifar10_sample (embedded), mnist, tfds:NAME (a "
+                                 "tensorflow-datasets image classification set) or a path to a .npz of "
+                                 "x_train, y_train, x_test, y_test.")(function)
     return function

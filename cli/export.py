@@ -33,7 +33,8 @@ def _split_names(ctx, param, value):
 @click.option("--version", "version", type=COUNT, default=1, show_default=True, help="Version directory (>= 1).")
 @click.option("--class-names", callback=_split_names, default=None,
               help="Comma-separated class names in label order (default: 0..K-1).")
-@click.option("--dataset", default=None, help="Take the class names from this data set (cifar10, cifar10_sample).")
+@click.option("--dataset", default=None,
+              help="Take the class names from this data set (cifar10, cifar10_sample, mnist, tfds:NAME, a .npz).")
 @click.option("--compute-dtype", type=COMPUTE_DTYPE, default="float32", show_default=True,
               help="Arithmetic of the noisy forward passes (as `tfsmooth certify --compute-dtype`).")
 def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_names, dataset, compute_dtype):

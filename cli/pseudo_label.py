@@ -10,11 +10,14 @@ from tfsmooth.cli._common import COUNT, library_errors, quiet_tensorflow
 
 @click.command("pseudo-label")
 @click.argument("teacher", type=click.Path(dir_okay=False))
-@click.option("--dataset", default="cifar10", show_default=True, help="cifar10 or cifar10_sample (embedded).")
+@click.option("--dataset", default="cifar10", show_default=True,
+              help="cifar10, cifar10_sample (embedded), mnist, tfds:NAME (a tensorflow-datasets "
+              "image classification set) or a path to a .npz of x_train, y_train, x_test, y_test.")
 @click.option("--split", type=click.Choice(registry.SPLITS), default="train", show_default=True,
               help="Which split to label (`train --unlabeled` accepts train splits only).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Local CIFAR-10 binary directory (default: $TFSMOOTH_DATA_DIR, else tfds).")
+              help="cifar10: CIFAR-10 binary directory (default $TFSMOOTH_DATA_DIR, else tfds); mnist: idx "
+              "files directory (default $TFSMOOTH_MNIST_DIR, else tfds); tfds:NAME: tfds's data directory.")
 @click.option("--batch", type=COUNT, default=1000, show_default=True, help="Images per forward pass.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output .npz file.")
 def pseudo_label(teacher, dataset, split, data_dir, batch, out):

@@ -52,7 +52,9 @@ def _smoothadv_options(function):
 
 
 @click.command()
-@click.option("--dataset", default="cifar10", show_default=True, help="cifar10 or cifar10_sample (embedded).")
+@click.option("--dataset", default="cifar10", show_default=True,
+              help="cifar10, cifar10_sample (embedded), mnist, tfds:NAME (a tensorflow-datasets "
+              "image classification set) or a path to a .npz of x_train, y_train, x_test, y_test.")
 @click.option("--arch", type=ARCHITECTURE, default="cifar_resnet20", show_default=True,
               help="Architecture; 'custom' with --init-from trains the model saved in that file.")
 @click.option("--sigma", type=POSITIVE, default=0.25, show_default=True,
@@ -68,7 +70,8 @@ def _smoothadv_options(function):
 @click.option("--outdir", type=click.Path(file_okay=False), required=True,
               help="Run directory; rerunning on it resumes from the last finished epoch.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Local CIFAR-10 binary directory (default: $TFSMOOTH_DATA_DIR, else tfds).")
+              help="cifar10: CIFAR-10 binary directory (default $TFSMOOTH_DATA_DIR, else tfds); mnist: idx "
+              "files directory (default $TFSMOOTH_MNIST_DIR, else tfds); tfds:NAME: tfds's data directory.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
 @_smoothadv_options
 def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_decay, val_examples, outdir,

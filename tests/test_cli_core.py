@@ -382,7 +382,7 @@ def test_train_refuses_a_damaged_or_foreign_train_state(trained_run, tmp_path, s
     (("--lr", "inf"), "lr must be a finite number"),
     (("--weight-decay", "inf"), "weight_decay must be a finite number"),
     (("--weight-decay", "nan"), "weight_decay"),
-    (("--dataset", "mnist"), "mnist"),
+    (("--dataset", "imagenet"), "Unknown dataset name 'imagenet'"),
 ])
 def test_train_bad_arguments_fail_cleanly(tmp_path, change, message):
     outdir = tmp_path / "run"

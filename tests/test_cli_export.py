@@ -54,7 +54,7 @@ def test_export_writes_the_version_and_prints_how_to_serve_it(model_file, tmp_pa
     (["--compute-dtype", "float16"], "'--compute-dtype': 'float16' is not one of 'float32', 'bfloat16'", 2),
     (["--class-names", "a,b,c"], "class_names must be 4 non-empty strings", 1),
     (["--class-names", "a,,c,d"], "class_names must be 4 non-empty strings", 1),
-    (["--dataset", "mnist"], "Unknown dataset name 'mnist'", 1),
+    (["--dataset", "imagenet"], "Unknown dataset name 'imagenet'", 1),
     (["--dataset", "cifar10_sample"], "class_names must be 4 non-empty strings", 1),  # a 10-class data set
 ])
 def test_bad_options_exit_1_with_a_message_naming_the_argument(model_file, tmp_path, extra, fragment, exit_code):

@@ -1,7 +1,10 @@
 """Tests for tfsmooth.data: loaders, embedded sample, augmentation, pipelines."""
 
 import dataclasses
+import gzip
+import hashlib
 import os
+import shutil
 import pathlib
 import socket
 import subprocess
@@ -31,8 +34,9 @@ def _write_records(path, labels):
 
 @pytest.fixture(autouse=True)
 def _no_env_data_dir(monkeypatch):
-    # Tests set TFSMOOTH_DATA_DIR themselves where it matters.
+    # Tests set TFSMOOTH_DATA_DIR / TFSMOOTH_MNIST_DIR themselves where it matters.
     monkeypatch.delenv(data.DATA_DIR_ENV_VAR, raising=False)
+    monkeypatch.delenv(data.MNIST_DIR_ENV_VAR, raising=False)
 
 
 # ---------------------------------------------------------------- local CIFAR-10
@@ -141,11 +145,12 @@ def test_dataset_info_rejects_inconsistent_fields(fields, message):
 
 # ------------------------------------------------------------------- errors
 
-def test_unknown_dataset_name_lists_known_names():
-    with pytest.raises(ValueError, match=r"'mnist'.*cifar10, cifar10_sample"):
-        data.load_dataset("mnist", "test")
-    with pytest.raises(ValueError, match="cifar10, cifar10_sample"):
-        data.dataset_info("imagenet")
+def test_unknown_dataset_name_lists_the_three_forms():
+    with pytest.raises(ValueError, match=r"'imagenet'.*cifar10, cifar10_sample, mnist; or tfds:NAME.*\.npz"):
+        data.load_dataset("imagenet", "test")
+    for function in (data.dataset_info, data.data_source):
+        with pytest.raises(ValueError, match="cifar10, cifar10_sample, mnist; or tfds:NAME"):
+            function("imagenet")
 
 
 def test_unknown_split_is_rejected():
@@ -389,6 +394,418 @@ def test_tfds_path_without_importlib_resources_ends_in_one_line_naming_it(tmp_pa
     assert last_line.startswith("ImportError: loading 'cifar10' through tensorflow-datasets failed: ")
     assert "importlib_resources" in last_line and "(pip install importlib_resources;" in last_line
     assert "network" not in last_line
+
+
+# ------------------------------------------------------------------ names
+
+@pytest.mark.parametrize("name", [
+    "cifar10", "cifar10_sample", "mnist", "tfds:fashion_mnist", "tfds:emnist/letters:3.1.0",
+    "/data/my images.npz", "relative.npz"])
+def test_check_dataset_name_accepts_the_three_forms_unchanged(name):
+    assert data.check_dataset_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["imagenet", "CIFAR10", "fashion_mnist", "tfds:", "tfds: ", ".npz",
+                                  "images.npy", "", None, 10])
+def test_check_dataset_name_refuses_others_listing_the_three_forms(name):
+    with pytest.raises(ValueError, match=r"^Unknown dataset name .*; expected one of cifar10, "
+                       r"cifar10_sample, mnist; or tfds:NAME .*; or a path ending in \.npz holding "
+                       r"x_train, y_train, x_test, y_test$"):
+        data.check_dataset_name(name)
+
+
+def test_takes_data_dir_for_directories_and_tfds_only():
+    assert [data.takes_data_dir(n) for n in ("cifar10", "mnist", "tfds:mnist", "cifar10_sample", "a.npz")] \
+        == [True, True, True, False, False]
+    with pytest.raises(ValueError, match="Unknown dataset name"):
+        data.takes_data_dir("imagenet")
+
+
+def test_self_training_takes_every_form_and_keeps_refusing_test_splits():
+    from tfsmooth import jobs
+    for source, expected in [("mnist", ("mnist", "train")), ("cifar10:train", ("cifar10", "train")),
+                             ("tfds:fashion_mnist", ("tfds:fashion_mnist", "train")),
+                             ("tfds:fashion_mnist:train", ("tfds:fashion_mnist", "train")),
+                             ("tfds:emnist/letters:3.1.0", ("tfds:emnist/letters:3.1.0", "train")),
+                             ("/d/x.npz:train", ("/d/x.npz", "train"))]:
+        assert jobs.parse_source(source) == expected
+        assert jobs.parse_source(":".join(expected)) == expected  # train.py stores the joined form
+    for source in ("mnist:test", "tfds:fashion_mnist:test", "/d/x.npz:test", "cifar10:validation"):
+        with pytest.raises(ValueError, match="must name a train split"):
+            jobs.parse_source(source)
+    with pytest.raises(ValueError, match=r"unlabeled must be DATASET\[:SPLIT\]; got 'imagenet:train'.*tfds:NAME"):
+        jobs.parse_source("imagenet:train")
+    assert jobs.PseudoLabelConfig(teacher="t.keras", dataset="tfds:mnist").dataset == "tfds:mnist"
+    with pytest.raises(ValueError, match="Unknown dataset name 'imagenet'"):
+        jobs.PseudoLabelConfig(teacher="t.keras", dataset="imagenet")
+
+
+# ------------------------------------------------------------------ MNIST
+
+def _mnist_dir():
+    candidates = [os.environ.get(data.MNIST_DIR_ENV_VAR), REPO.parent / "shared" / "data" / "mnist"]
+    for candidate in candidates:
+        if candidate and (pathlib.Path(candidate) / "t10k-images-idx3-ubyte.gz").is_file():
+            return pathlib.Path(candidate)
+    return None
+
+
+_REAL_MNIST_DIR = _mnist_dir()  # read before the autouse fixture clears the variable
+
+
+@pytest.fixture
+def mnist_dir():
+    """The real MNIST idx files (at least the test split, gzipped); skips the test when absent."""
+    if _REAL_MNIST_DIR is None:
+        pytest.skip("real MNIST idx files not found: set TFSMOOTH_MNIST_DIR or put ../shared/data beside the repo")
+    return _REAL_MNIST_DIR
+
+
+def _gunzip(path):
+    return gzip.decompress(path.read_bytes())
+
+
+def test_mnist_test_split_from_the_official_idx_files(mnist_dir):
+    ds = data.load_dataset("mnist", "test", data_dir=mnist_dir)
+    image_spec, label_spec = ds.element_spec
+    assert (image_spec.dtype, image_spec.shape) == (tf.float32, (28, 28, 1))
+    assert (label_spec.dtype, label_spec.shape) == (tf.int64, ())
+    assert int(ds.cardinality()) == 10_000
+    images, labels = next(iter(ds.batch(10_000)))
+    assert float(tf.reduce_min(images)) == 0.0 and float(tf.reduce_max(images)) == 1.0
+    # The label file is an 8-byte header (magic 0x801, count 10,000), then one byte per image.
+    raw_labels = _gunzip(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    assert raw_labels[:8] == bytes.fromhex("00000801" "00002710")
+    np.testing.assert_array_equal(labels.numpy(), np.frombuffer(raw_labels[8:], np.uint8))
+    assert labels.numpy()[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the well-known first digits
+    # The official test set's class counts.
+    np.testing.assert_array_equal(np.bincount(labels.numpy()),
+                                  [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    # Image i is bytes 16 + 784 i ... of the image file (16-byte header), row-major, / 255.
+    raw_images = _gunzip(mnist_dir / "t10k-images-idx3-ubyte.gz")
+    for i in (0, 1, 9_999):
+        expected = np.frombuffer(raw_images, np.uint8, 784, 16 + 784 * i).reshape(28, 28, 1)
+        np.testing.assert_array_equal(images[i].numpy(), expected / np.float32(255))
+
+
+def test_mnist_train_split_without_its_images_names_the_missing_file(mnist_dir):
+    assert not (mnist_dir / "train-images-idx3-ubyte.gz").exists()  # as on this machine
+    with pytest.raises(FileNotFoundError,
+                       match=r"lacks train-images-idx3-ubyte\(\.gz\) for the train split") as info:
+        data.load_dataset("mnist", "train", data_dir=mnist_dir)
+    assert "lacks train-labels" not in str(info.value)  # that one is there
+
+
+def test_mnist_info_needs_no_files_and_has_the_digit_classes(tmp_path):
+    for data_dir in (None, tmp_path / "nowhere"):
+        info = data.dataset_info("mnist", data_dir)
+        assert info.num_classes == 10 and info.class_names == tuple("0123456789")
+        assert info.image_shape == (28, 28, 1)
+        assert info.mean == (0.1307,) and info.std == (0.3081,)  # MNIST training set (PyTorch's example)
+
+
+def _write_idx(path, array, magic=None, compress=False):
+    """Writes uint8 `array` as an idx file: magic 0x0000080<ndim>, big-endian int32 dims, bytes."""
+    array = np.asarray(array, np.uint8)
+    magic = 0x800 + array.ndim if magic is None else magic
+    raw = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+def _tiny_mnist(directory, split="test", compress=False, num=3):
+    """Images with pixel (r, c) of image i = (i + r + c) % 256; labels 9, 8, 7, ..."""
+    images_stem, labels_stem = data.MNIST_SPLIT_FILES[split]
+    suffix = ".gz" if compress else ""
+    images = (np.arange(num)[:, None, None] + np.arange(28)[:, None] + np.arange(28)) % 256
+    _write_idx(directory / (images_stem + suffix), images, compress=compress)
+    _write_idx(directory / (labels_stem + suffix), 9 - np.arange(num), compress=compress)
+    return images
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_reads_plain_or_gzipped_idx_files_of_either_split(tmp_path, compress):
+    for split in data.SPLITS:
+        expected = _tiny_mnist(tmp_path, split, compress, num=4 if split == "train" else 3)
+        images, labels = next(iter(data.load_dataset("mnist", split, data_dir=tmp_path).batch(10)))
+        np.testing.assert_array_equal(labels.numpy(), 9 - np.arange(len(expected)))
+        np.testing.assert_array_equal(images.numpy()[..., 0], expected.astype(np.float32) / 255)
+
+
+def test_mnist_dir_comes_from_its_own_variable_not_cifars(tmp_path, monkeypatch):
+    _tiny_mnist(tmp_path)
+    monkeypatch.setenv(data.DATA_DIR_ENV_VAR, str(tmp_path))  # names CIFAR-10: not used for mnist
+    assert data.data_source("mnist") == "tensorflow-datasets"
+    monkeypatch.setenv(data.MNIST_DIR_ENV_VAR, str(tmp_path))
+    assert data.data_source("mnist") == "local MNIST idx files"
+    assert data.data_source("cifar10") == "local CIFAR-10 binary files"
+    assert int(data.load_dataset("mnist", "test").cardinality()) == 3
+    with pytest.raises(FileNotFoundError, match="nowhere.*TFSMOOTH_MNIST_DIR"):
+        data.load_dataset("mnist", "test", data_dir=tmp_path / "nowhere")  # explicit data_dir wins
+
+
+def _corrupt(tmp_path, kind):
+    """A tiny MNIST test directory with one corrupted file; returns that file's name."""
+    images_path = tmp_path / "t10k-images-idx3-ubyte"
+    labels_path = tmp_path / "t10k-labels-idx1-ubyte"
+    _tiny_mnist(tmp_path)
+    if kind == "wrong magic":
+        _write_idx(labels_path, [1, 2, 3], magic=0x803)
+    elif kind == "images as labels":
+        shutil.copy(images_path, labels_path)
+    elif kind == "truncated":
+        images_path.write_bytes(images_path.read_bytes()[:-1])
+    elif kind == "header cut":
+        labels_path.write_bytes(labels_path.read_bytes()[:6])
+    elif kind == "too long":
+        labels_path.write_bytes(labels_path.read_bytes() + b"\0")
+    elif kind == "truncated gzip":
+        images_path.unlink()
+        images_path = tmp_path / "t10k-images-idx3-ubyte.gz"
+        images_path.write_bytes(gzip.compress(bytes(16 + 3 * 784))[:-10])
+    elif kind == "not 28 x 28":
+        _write_idx(images_path, np.zeros((3, 32, 32)))
+    elif kind == "count mismatch":
+        _write_idx(labels_path, [1, 2])
+    elif kind == "label 10":
+        _write_idx(labels_path, [1, 10, 2])
+    return images_path.name if kind in ("truncated", "truncated gzip", "not 28 x 28", "count mismatch") \
+        else labels_path.name
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("wrong magic", r"magic number 0x00000803, expected 0x00000801"),
+    ("images as labels", r"magic number 0x00000803, expected 0x00000801"),
+    ("truncated", r"holds 2367 bytes .*needs 2368; the file is truncated"),  # 16 + 3 * 784 = 2368
+    ("header cut", r"truncated inside its 8-byte header"),
+    ("too long", r"holds 12 bytes .*needs 11; the file is longer than its header"),
+    ("truncated gzip", r"not a complete gzip stream"),
+    ("not 28 x 28", r"32 x 32 pixels, expected 28 x 28"),
+    ("count mismatch", r"hold 3 images but 2 labels"),
+    ("label 10", r"label 1 is 10, expected 0-9"),
+])
+def test_corrupted_mnist_idx_file_is_refused_naming_it(tmp_path, kind, message):
+    bad_file = _corrupt(tmp_path, kind)
+    with pytest.raises(ValueError, match=message) as info:
+        data.load_dataset("mnist", "test", data_dir=tmp_path)
+    assert bad_file in str(info.value)
+
+
+def test_mnist_without_a_directory_comes_from_tfds_in_its_order(tmp_path):
+    import tensorflow_datasets as tfds
+    calls = []
+
+    def as_dataset(self, split, **kwargs):  # tfds.load(..., as_supervised=True) keys image and label
+        calls.append((self.name, split))
+        images = np.stack([np.full((28, 28, 1), 50 * i, np.uint8) for i in range(5)])
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": np.array([3, 1, 4, 1, 5])})
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        ds = data.load_dataset("mnist", "test")
+    assert calls == [("mnist", "test")]
+    _tiny_mnist(tmp_path)
+    assert ds.element_spec == data.load_dataset("mnist", "test", tmp_path).element_spec  # as the local path
+    images, labels = next(iter(ds.batch(10)))
+    np.testing.assert_array_equal(labels.numpy(), [3, 1, 4, 1, 5])
+    np.testing.assert_array_equal(images[:, 0, 0, 0].numpy(), (50 * np.arange(5)).astype(np.float32) / 255)
+
+
+def test_mnist_tfds_failure_points_to_the_mnist_directory(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(ImportError, match=r"^loading 'mnist' through tensorflow-datasets failed: .*"
+                       r"pip install tensorflow-datasets; .*\$TFSMOOTH_MNIST_DIR to a directory of the MNIST idx"):
+        data.load_dataset("mnist", "train")
+
+
+# -------------------------------------------------------------------- .npz
+
+def _save_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_npz_uint8_round_trip_in_file_order(tmp_path):
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)  # [N, H, W]: one channel is added
+    x_test = rng.integers(0, 256, (3, 5, 4), dtype=np.uint8)
+    y_train, y_test = np.array([0, 2, 1, 2, 0, 1]), np.array([2, 0, 1], np.uint8)
+    name = _save_npz(tmp_path / "mine.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        ds = data.load_dataset(name, split)
+        assert ds.element_spec[0].shape == (5, 4, 1) and ds.element_spec[0].dtype == tf.float32
+        assert ds.element_spec[1].dtype == tf.int64
+        images, labels = next(iter(ds.batch(10)))
+        np.testing.assert_array_equal(images.numpy(), x[..., None] / np.float32(255))
+        np.testing.assert_array_equal(labels.numpy(), y)
+    info = data.dataset_info(name)
+    # K = largest label + 1 = 3; mean/std over all x_train pixels on the [0, 1] scale (not x_test's).
+    assert (info.name, info.num_classes, info.class_names, info.image_shape) == (name, 3, ("0", "1", "2"), (5, 4, 1))
+    np.testing.assert_allclose(info.mean, [x_train.mean() / 255], rtol=1e-12)
+    np.testing.assert_allclose(info.std, [x_train.std() / 255], rtol=1e-12)
+
+
+def test_npz_moments_by_hand(tmp_path):
+    # Channel 0: half the pixels 0, half 255 -> mean 0.5, std 0.5; channel 1: all 51 except one 102
+    # of 4 -> values 0.2, 0.2, 0.2, 0.4: mean 0.25, std sqrt(3 * 0.05**2 + 0.15**2) / 2 = sqrt(0.03) / 2.
+    x = np.zeros((2, 1, 2, 2), np.uint8)
+    x[0, 0, :, 0] = 255
+    x[..., 1] = 51
+    x[1, 0, 1, 1] = 102
+    name = _save_npz(tmp_path / "m.npz", x_train=x, y_train=[0, 1])
+    info = data.dataset_info(name)
+    np.testing.assert_allclose(info.mean, [0.5, 0.25], rtol=1e-12)
+    np.testing.assert_allclose(info.std, [0.5, np.sqrt(0.03) / 2], rtol=1e-12)
+
+
+def test_npz_float_images_test_split_only_and_class_names(tmp_path):
+    x_test = np.random.default_rng(1).random((4, 3, 3, 3))  # float64 in [0, 1), channels last
+    x_test[0, 0, 0] = [0.0, 1.0, 0.5]  # the closed interval's ends are allowed
+    names = np.array(["cat", "dog", "eel", "fox"])
+    name = _save_npz(tmp_path / "f.npz", x_test=x_test, y_test=np.array([[3], [0], [1], [0]]), class_names=names)
+    images, labels = next(iter(data.load_dataset(name, "test").batch(10)))
+    np.testing.assert_array_equal(images.numpy(), x_test.astype(np.float32))
+    np.testing.assert_array_equal(labels.numpy(), [3, 0, 1, 0])  # [N, 1] labels (keras.datasets) flattened
+    info = data.dataset_info(name)
+    assert info.num_classes == 4 and info.class_names == ("cat", "dog", "eel", "fox")  # K from class_names
+    # No train split: x_test's moments (of the float32 images the loader yields).
+    np.testing.assert_allclose(info.mean, x_test.astype(np.float32).mean(axis=(0, 1, 2), dtype=np.float64), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"f\.npz'.*has no train split: it lacks x_train and y_train"):
+        data.load_dataset(name, "train")
+
+
+def test_npz_source_is_its_content_hash(tmp_path):
+    name = _save_npz(tmp_path / "a.npz", x_train=np.array([[[0, 0]] * 2, [[255, 255]] * 2], np.uint8), y_train=[0, 1])
+    digest = hashlib.sha256(pathlib.Path(name).read_bytes()).hexdigest()
+    assert data.data_source(name) == f"npz file sha256 {digest[:16]}"
+    copy = shutil.copy(name, tmp_path / "b.npz")  # a moved or copied file is the same source
+    assert data.data_source(str(copy)) == data.data_source(name)
+    _save_npz(tmp_path / "a.npz", x_train=np.array([[[0, 0]] * 2, [[255, 255]] * 2], np.uint8), y_train=[1, 0])
+    assert data.data_source(name) != data.data_source(str(copy))  # new content, new source (cache refreshed)
+    assert data.dataset_info(name).num_classes == 2
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(x_train=np.array([[1, 2], "a"], dtype=object), y_train=[0, 1]),
+     r"cannot read 'x_train' without pickle.*object arrays are refused"),
+    (dict(x_train=np.zeros((3, 4, 4), np.uint8), y_train=[0, 1, 5], class_names=np.array(["a", "b", "c"])),
+     r"label 5 is out of range for the 3 class_names"),
+    (dict(x_train=np.zeros((2, 4, 4), np.uint8), y_train=[0, -1]), r"y_train holds the negative label -1"),
+    (dict(x_train=np.full((2, 4, 4), 1.5), y_train=[0, 1]), r"float x_train must lie in \[0, 1\].*\[1\.5, 1\.5\]"),
+    (dict(x_train=np.full((2, 4, 4), np.nan), y_train=[0, 1]), r"non-finite values"),
+    (dict(x_train=np.zeros((2, 4, 4), np.int64), y_train=[0, 1]), r"uint8 \(0-255\) or float in \[0, 1\], got int64"),
+    (dict(x_train=np.zeros((2, 3, 8, 8), np.uint8), y_train=[0, 1]), r"looks channels-first"),
+    (dict(x_train=np.zeros((2, 4, 4), np.uint8), y_train=[0.0, 1.0]), r"y_train must be integer labels"),
+    (dict(x_train=np.zeros((2, 4, 4), np.uint8), y_train=[0, 1, 1]), r"y_train must be integer labels.*N = 2"),
+    (dict(x_train=np.zeros((2, 4, 4), np.uint8), y_train=[0, 1], x_test=np.zeros((1, 4, 4), np.uint8)),
+     r"has x_test but lacks y_test"),
+    (dict(x_train=np.zeros((2, 4, 4), np.uint8), y_train=[0, 1], x_test=np.zeros((1, 5, 4), np.uint8),
+          y_test=[0]), r"differ in shape"),
+    (dict(x_train=np.zeros((2, 4, 4), np.uint8), y_train=[0, 0]), r"labels span 1 class; at least 2"),
+    (dict(images=np.zeros((2, 4, 4), np.uint8)),
+     r"holds neither x_train/y_train nor x_test/y_test \(found keys: images\)"),
+])
+def test_bad_npz_is_refused_naming_file_and_key(tmp_path, arrays, message):
+    name = _save_npz(tmp_path / "bad.npz", **arrays)
+    for load in (lambda: data.load_dataset(name, "train"), lambda: data.dataset_info(name)):
+        with pytest.raises(ValueError, match=message) as info:
+            load()
+        assert "bad.npz" in str(info.value)
+
+
+def test_npz_that_is_missing_or_not_an_archive_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.npz' not found"):
+        data.load_dataset(str(tmp_path / "nope.npz"), "test")
+    with pytest.raises(FileNotFoundError, match=r"nope\.npz' not found"):
+        data.data_source(str(tmp_path / "nope.npz"))
+    single = tmp_path / "single.npz"
+    with single.open("wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(ValueError, match=r"single\.npz'.*single float64 \[3\] array|single\.npz'.*\.npy format"):
+        data.load_dataset(str(single), "test")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"junk\.npz'.*not a readable \.npz"):
+        data.dataset_info(str(tmp_path / "junk.npz"))
+
+
+def test_npz_and_sample_refuse_data_dir(tmp_path):
+    name = _save_npz(tmp_path / "a.npz", x_train=np.zeros((2, 2, 2), np.uint8), y_train=[0, 1])
+    for function in (lambda: data.load_dataset(name, "train", tmp_path), lambda: data.dataset_info(name, tmp_path),
+                     lambda: data.data_source(name, tmp_path)):
+        with pytest.raises(ValueError, match=r"data_dir applies to 'cifar10', 'mnist' and tfds:NAME only"):
+            function()
+
+
+# --------------------------------------------------------------- tfds:NAME
+
+def _fashion_records(num=6):
+    """Fake fashion_mnist records in the order tfds yields them: image i is all 40 * i, label (7 * i) % 10."""
+    images = np.stack([np.full((28, 28, 1), 40 * i, np.uint8) for i in range(num)])
+    return images, (7 * np.arange(num)) % 10
+
+
+def test_tfds_name_loads_supervised_pairs_in_tfds_order():
+    import tensorflow_datasets as tfds
+    calls = []
+
+    def as_dataset(self, split, **kwargs):
+        calls.append((self.name, split))
+        images, labels = _fashion_records()
+        return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        for split in data.SPLITS:
+            ds = data.load_dataset("tfds:fashion_mnist", split)
+            assert ds.element_spec == (tf.TensorSpec((28, 28, 1), tf.float32), tf.TensorSpec((), tf.int64))
+            images, labels = next(iter(ds.batch(10)))
+            np.testing.assert_array_equal(labels.numpy(), [0, 7, 4, 1, 8, 5])
+            np.testing.assert_array_equal(images[:, 3, 4, 0].numpy(), (40 * np.arange(6)).astype(np.float32) / 255)
+    assert calls == [("fashion_mnist", "train"), ("fashion_mnist", "test")]
+
+
+def test_tfds_name_info_comes_from_the_builder_without_download():
+    info = data.dataset_info("tfds:fashion_mnist")  # the builder's static info: no data needed
+    assert info.name == "tfds:fashion_mnist" and info.num_classes == 10 and info.image_shape == (28, 28, 1)
+    assert info.class_names[0] == "T-shirt/top" and info.class_names[9] == "Ankle boot"
+    assert info.mean == (data.UNMEASURED_MEAN,) and info.std == (data.UNMEASURED_STD,)  # documented placeholders
+    info = data.dataset_info("tfds:cifar100")
+    assert info.num_classes == 100 and info.image_shape == (32, 32, 3) and len(info.mean) == 3
+    assert data.data_source("tfds:fashion_mnist").startswith("tensorflow-datasets fashion_mnist/")
+    assert data.data_source("tfds:fashion_mnist") != data.data_source("mnist")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("tfds:no_such_data_set",
+     r"^tensorflow-datasets has no data set 'no_such_data_set' \(from 'tfds:no_such_data_set'\)"),
+    ("tfds:imdb_reviews", r"'tfds:imdb_reviews' is not an image classification data set"),
+    ("tfds:cats_vs_dogs", r"images of shape \(None, None, 3\).*one fixed \[height, width, channels\] shape"),
+])
+def test_tfds_name_that_is_not_fixed_shape_image_classification_is_refused(name, message):
+    with pytest.raises(ValueError, match=message) as info:
+        data.load_dataset(name, "test")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=message):
+        data.dataset_info(name)
+
+
+def test_tfds_name_without_tensorflow_datasets_says_how_to_do_without(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(ImportError, match=r"^loading 'tfds:fashion_mnist' through tensorflow-datasets failed: .*"
+                       r"pip install tensorflow-datasets; .*or convert it to an \.npz"):
+        data.dataset_info("tfds:fashion_mnist")
+
+
+def test_tfds_name_download_failure_is_one_line_pointing_to_npz(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def failing_load(name, **kwargs):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(tfds, "load", failing_load)
+    with pytest.raises(ConnectionError, match=r"^could not download 'tfds:fashion_mnist' .*\(no network\?\).*"
+                       r"tensorflow-datasets data directory that holds 'fashion_mnist' prepared, or convert it "
+                       r"to an \.npz") as info:
+        data.load_dataset("tfds:fashion_mnist", "train")
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------ embedded sample
