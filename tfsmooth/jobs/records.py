@@ -109,13 +109,14 @@ def warn_sigma_mismatch(model_path: str, sigma: float) -> None:
                       checks.ScaleWarning, stacklevel=2)
 
 
-def check_model_fits_data(model, info, what: str = "the model") -> int:
+def check_model_fits_data(model, info, what: str = "the model", *, classes: bool = True) -> int:
     """The model's number of classes K, after checking that it takes the data set's images.
 
     Args:
         model: a Keras base classifier.
         info: `tfsmooth.data.DatasetInfo` of the data set it is run on.
         what: how to name the model in errors (e.g. its file).
+        classes: also check the number of classes (not for a model whose head is about to be replaced).
 
     Returns:
         K from the model's output shape (the data set's number of classes if the model's is unknown).
@@ -131,10 +132,11 @@ def check_model_fits_data(model, info, what: str = "the model") -> int:
     if len(input_shape) == 4 and None not in input_shape[1:] and tuple(input_shape[1:]) != tuple(info.image_shape):
         raise ValueError(f"{what} takes images of shape {tuple(input_shape[1:])}, but {info.name} has "
                          f"{tuple(info.image_shape)}")
-    classes = output_shape[-1] if output_shape and output_shape[-1] is not None else info.num_classes
-    if classes < info.num_classes:
-        raise ValueError(f"{what} outputs {classes} class scores, but {info.name} has {info.num_classes} classes")
-    return int(classes)
+    check_classes = classes
+    outputs = output_shape[-1] if output_shape and output_shape[-1] is not None else info.num_classes
+    if check_classes and outputs < info.num_classes:
+        raise ValueError(f"{what} outputs {outputs} class scores, but {info.name} has {info.num_classes} classes")
+    return int(outputs)
 
 
 def check_resumable(out: str, record: dict) -> None:

@@ -395,7 +395,7 @@ def _initial_base_model(config: TrainConfig, num_classes: int, info: Optional[da
         raise ValueError(f"init_from {config.init_from} holds a {base.name}, but arch is {config.arch!r}; "
                          f"pass arch={base.name!r}")
     info = info or data.dataset_info(config.dataset, config.data_dir)
-    check_model_fits_data(base, info, f"init_from {config.init_from}")
+    check_model_fits_data(base, info, f"init_from {config.init_from}", classes=False)  # the head may be replaced
     return replace_head(base, num_classes, weight_decay=config.weight_decay, source=f"init_from {config.init_from}")
 
 
