@@ -48,17 +48,7 @@ def load_base_model(path) -> keras.Model:
         ValueError: if it is not a loadable Keras model file (e.g. a `.keras` name on a file that is
             not a zip archive).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    if path.endswith(".keras") and not zipfile.is_zipfile(path):  # Keras would say "File not found"
-        raise ValueError(f"cannot load a Keras model from {path}: it is not a .keras model archive (a zip file, "
-                         "as written by model.save); the file is damaged or of another kind")
-    register_keras_classes()
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many types for a bad archive
-        raise ValueError(f"cannot load a Keras model from {path}: {err}") from None
+    model = load_model(path, compile=False)
     base = getattr(model, "base_model", None)
     return base if isinstance(base, keras.Model) else model
 
@@ -106,8 +96,14 @@ def load_model(path, *, compile: bool = True) -> keras.Model:  # noqa: A002  (Ke
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(f"cannot load a Keras model from {path}: it is not a .keras model archive (a zip file, "
+                         "as written by model.save); the file is damaged or of another kind")
     register_keras_classes()
-    return keras.models.load_model(path, compile=compile)
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as err:  # Keras raises many types for a bad archive
+        raise ValueError(f"cannot load a Keras model from {path}: {err}") from None
 
 
 def warn_if_rescaled_to_unit_range(model) -> None:
