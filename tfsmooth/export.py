@@ -131,11 +131,6 @@ class ExportConfig:
                              f"got {names!r}")
         object.__setattr__(self, "class_names", names)
 
-    @property
-    def blocks_per_pass(self) -> int:
-        """Noise blocks per forward pass, as in `SmoothedClassifier`: max(1, batch_size // noise_block)."""
-        return counting.blocks_per_pass(self.batch_size, self.noise_block)
-
     def to_json(self) -> dict:
         """The record written to `assets/tfsmooth_export.json`."""
         record = dataclasses.asdict(self)
