@@ -32,6 +32,27 @@ SMOOTHADV_ATTACK = click.Choice(registry.SMOOTHADV_ATTACKS)
 ESTIMATOR = click.Choice(registry.ESTIMATORS)
 TRAINING_METHOD = click.Choice(registry.TRAINING_METHODS)
 ARCHITECTURE = click.Choice((*registry.ARCHITECTURES, registry.CUSTOM_ARCH))
+CERTIFY_METHOD = click.Choice(registry.CERTIFY_METHODS)
+
+
+class AlphaSplit(click.ParamType):
+    """T-CERTIFY's --alpha-split: a number in (0, 1] (the fraction of alpha spent on p_a_lower) or "auto"."""
+
+    name = "SPLIT"
+
+    def convert(self, value, param, ctx):
+        if value == registry.ALPHA_SPLIT_AUTO or isinstance(value, float):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not 0.0 < number <= 1.0:  # False for NaN
+            self.fail(f"{value!r} is not a number in (0, 1] or {registry.ALPHA_SPLIT_AUTO!r}", param, ctx)
+        return number
+
+
+ALPHA_SPLIT = AlphaSplit()
 
 
 @contextlib.contextmanager

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tfsmooth.cli._common import (ALPHA, COMPUTE_DTYPE, COUNT, MAX_INDEX, NON_NEGATIVE, POSITIVE, Progress,
-                                  data_options, library_errors, quiet_tensorflow, resumable, rows_done)
+from tfsmooth.cli._common import (ALPHA, ALPHA_SPLIT, CERTIFY_METHOD, COMPUTE_DTYPE, COUNT, MAX_INDEX, NON_NEGATIVE,
+                                  POSITIVE, Progress, data_options, library_errors, quiet_tensorflow, resumable,
+                                  rows_done)
 
 SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -21,8 +22,6 @@ def _common_options(function):
         click.option("--skip", type=COUNT, default=1, show_default=True, help="Use every SKIP-th example."),
         click.option("--max", "max_index", type=MAX_INDEX, default=-1, show_default=True,
                      help="Stop before this example index, >= 1 (-1: whole split)."),
-        click.option("--out", type=click.Path(dir_okay=False), required=True,
-                     help="Output TSV; rerunning on it resumes."),
         click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True),
         click.option("--restart", is_flag=True, default=False,
                      help="Delete OUT and its record and start over instead of resuming."),
@@ -35,21 +34,31 @@ def _common_options(function):
     return data_options(function)
 
 
-def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
-         data_dir):
+def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
+         data_dir, methods=("cohen",), alpha_split=0.5):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
+    if len(methods) != len(outs):
+        raise click.UsageError(f"give one --out per --method (in the same order): got {len(methods)} --method and "
+                               f"{len(outs)} --out")
     with library_errors():
-        config = jobs.CertifyConfig(model=model, dataset=dataset, split=split, sigma=sigma, n0=n0, n=n,
-                                    alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
-                                    data_dir=data_dir, compute_dtype=compute_dtype)
-        job = jobs.certify_dataset if kind == "certify" else jobs.predict_dataset
-        progress = Progress(jobs.selected_count(config), done=0 if restart else rows_done(out))
+        configs = [jobs.CertifyConfig(model=model, dataset=dataset, split=split, sigma=sigma, n0=n0, n=n,
+                                      alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
+                                      data_dir=data_dir, compute_dtype=compute_dtype, method=method,
+                                      alpha_split=alpha_split) for method in methods]
+        out = outs[0]
+        progress = Progress(jobs.selected_count(configs[0]), done=0 if restart else min(rows_done(o) for o in outs))
         with resumable(out, progress):
-            written = job(config, out, on_row=progress, restart=restart)
-        summary = analysis.summarize([out], SUMMARY_RADII)
-    click.echo(f"\n{written} new rows; {out} holds {summary[out]['count']} rows")
+            if kind == "certify":
+                written = jobs.certify_dataset(configs[0], out, on_row=progress, restart=restart,
+                                               also=list(zip(configs[1:], outs[1:])))
+            else:
+                written = jobs.predict_dataset(configs[0], out, on_row=progress, restart=restart)
+        summary = analysis.summarize(list(outs), SUMMARY_RADII)
+    for method, path in zip(methods, outs):
+        label = f" ({method})" if kind == "certify" else ""
+        click.echo(f"\n{written} new rows; {path}{label} holds {summary[path]['count']} rows")
     click.echo(analysis.format_table(summary, SUMMARY_RADII, "table"))
 
 
@@ -57,26 +66,37 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, re
 @_common_options
 @click.option("--n0", type=COUNT, default=100, show_default=True, help="Selection draws.")
 @click.option("--n", type=COUNT, default=100_000, show_default=True, help="Estimation draws.")
-def certify(model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
-            data_dir):
+@click.option("--method", "methods", type=CERTIFY_METHOD, multiple=True, default=("cohen",), show_default=True,
+              help="cohen: CERTIFY (p_B = 1 - p_A). t-certify: bound the runner-up too (Feng et al. 2020). Repeat "
+                   "it, with one --out each, to decide several methods from one counting pass.")
+@click.option("--alpha-split", type=ALPHA_SPLIT, default=0.5, show_default=True,
+              help="t-certify: the fraction of ALPHA spent on p_a_lower, in (0, 1] (1 = CERTIFY), or 'auto' to "
+                   "choose it on the N0 selection draws (which keeps the level ALPHA).")
+@click.option("--out", "outs", type=click.Path(dir_okay=False), multiple=True, required=True,
+              help="Output TSV, one per --method in the same order; rerunning on it resumes.")
+def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
+            data_dir, methods, alpha_split):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
     its probability on N fresh draws (Clopper-Pearson, 1 - ALPHA), radius = sigma * Phi^-1(p_a_lower)
-    or abstain (-1). Writes `idx label predict radius correct time`, one flushed row per example.
+    or abstain (-1). With --method t-certify the strongest other class is upper-bounded on the same
+    draws (ALPHA split between the two bounds) and radius = sigma/2 * (Phi^-1(p_a_lower) - Phi^-1(p_b_upper)).
+    Writes `idx label predict radius correct time`, one flushed row per example.
     """
-    _run("certify", model, sigma, n0, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
-         data_dir)
+    _run("certify", model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset,
+         split, data_dir, methods, alpha_split)
 
 
 @click.command()
 @_common_options
 @click.option("--n", type=COUNT, default=1000, show_default=True, help="Noisy draws.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output TSV; rerunning on it resumes.")
 def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split, data_dir):
     """Predict with the smoothed classifier of MODEL on a data set (PREDICT, Cohen et al. 2019).
 
     Abstains (-1) unless a two-sided binomial test separates the top two classes at level ALPHA.
     Writes `idx label predict correct time`.
     """
-    _run("predict", model, sigma, 1, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split,
-         data_dir)
+    _run("predict", model, sigma, 1, n, alpha, batch, skip, max_index, (out,), seed, restart, compute_dtype, dataset,
+         split, data_dir)

@@ -37,12 +37,16 @@ def _split_names(ctx, param, value):
               help="Take the class names from this data set (cifar10, cifar10_sample, mnist, tfds:NAME, a .npz).")
 @click.option("--compute-dtype", type=COMPUTE_DTYPE, default="float32", show_default=True,
               help="Arithmetic of the noisy forward passes (as `tfsmooth certify --compute-dtype`).")
-def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_names, dataset, compute_dtype):
+@click.option("--alpha-split", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.5,
+              show_default=True, help="The t_certify signature's fraction of ALPHA spent on p_a_lower.")
+def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_names, dataset, compute_dtype,
+           alpha_split):
     """Export the smoothed classifier of MODEL (a base classifier .keras file) for TF Serving.
 
     Writes OUT/VERSION/ with the signatures `serving_default` (PREDICT: label, -1 = abstain),
-    `certify` (CERTIFY: label, certified l2 radius), `base_logits` and `metadata`; the noise and
-    the statistics (binomial test, Clopper-Pearson bound, sigma * Phi^-1) run in the graph.
+    `certify` (CERTIFY: label, certified l2 radius), `t_certify` (T-CERTIFY: the runner-up bounded too),
+    `base_logits` and `metadata`; the noise and the statistics (binomial test, Clopper-Pearson bounds,
+    radii) run in the graph.
     """
     if class_names is not None and dataset is not None:
         raise click.UsageError("give --class-names or --dataset, not both")
@@ -55,11 +59,12 @@ def export(model, sigma, n0, n, alpha, batch, noise_block, out, version, class_n
             class_names = data.dataset_info(dataset).class_names
         version_dir = export_lib.export_model_file(
             model, out, sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch, version=version,
-            noise_block=noise_block, class_names=class_names, compute_dtype=compute_dtype)
+            noise_block=noise_block, class_names=class_names, compute_dtype=compute_dtype, alpha_split=alpha_split)
         record = export_lib.read_metadata(version_dir)
     click.echo(f"exported {version_dir}")
     click.echo(f"  sigma={record['sigma']} n0={record['n0']} n={record['n']} alpha={record['alpha']} "
-               f"classes={','.join(record['class_names'])} compute_dtype={record['compute_dtype']}")
+               f"classes={','.join(record['class_names'])} compute_dtype={record['compute_dtype']} "
+               f"alpha_split={record['alpha_split']}")
     click.echo(f"  signatures: {', '.join(record['signatures'])}")
     click.echo(f"serve: tensorflow_model_server --rest_api_port=8501 --model_name=tfsmooth "
                f"--model_base_path={os.path.abspath(out)}")

@@ -18,6 +18,7 @@ _LAZY = {
     "Certificate": "tfsmooth.smoothing",
     "Prediction": "tfsmooth.smoothing",
     "SmoothedClassifier": "tfsmooth.smoothing",
+    "recertify": "tfsmooth.smoothing",
     "GaussianAugmentedModel": "tfsmooth.training",
     "SmoothAdvModel": "tfsmooth.training",
     "export_saved_model": "tfsmooth.export",

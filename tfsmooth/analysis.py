@@ -35,6 +35,7 @@ PLOT_FORMATS = ("png", "pdf", "svg")  # matplotlib's savefig formats, chosen by 
 ENVELOPE_LABEL = "envelope (best per radius)"
 CERTIFIED_NOTE = "certified accuracy (%) at l2 radius r (pixels in [0, 1])"
 EMPIRICAL_NOTE = "empirical = accuracy (%) of predict/attack files (abstentions wrong)"
+ACR_NOTE = "ACR = average certified radius (mean of radius x correct, l2)"
 ABSTAIN_NOTE = "abstain = abstention rate (%)"
 
 
@@ -121,6 +122,28 @@ def accuracy(results: results_lib.Results) -> float:
     return float(np.mean((results.correct == 1) & (results.predict != results_lib.ABSTAIN)))
 
 
+def average_certified_radius(results: results_lib.Results) -> float:
+    """ACR, the average certified radius: mean over rows of radius * correct (Zhai et al. 2020, MACER, Sec. 4).
+
+    Abstentions and wrong answers count 0. The summary number MACER, consistency regularization and later papers
+    report beside certified accuracy; it equals the area under the certified-accuracy curve.
+
+    Args:
+        results: Results of a certify file, at least one row.
+
+    Returns:
+        float >= 0, an l2 radius on the [0, 1] pixel scale.
+
+    Raises:
+        ValueError: results without a radius column, or no rows.
+    """
+    _check_nonempty(results)
+    if results.radius is None:
+        raise ValueError(f"{results.path or 'results'}: a {results.kind} file has no radius column, so no ACR")
+    certified = (results.correct == 1) & (results.predict != results_lib.ABSTAIN)
+    return float(np.mean(np.where(certified, results.radius, 0.0)))
+
+
 def abstain_rate(results: results_lib.Results) -> float:
     """Fraction of rows where the smoothed classifier abstained (predict == ABSTAIN), in [0, 1].
 
@@ -138,6 +161,7 @@ def summarize_results(results: results_lib.Results, radii) -> dict:
     if results.kind == "certify":
         values = certified_accuracy(results, radii)
         entry["certified_accuracy"] = {radius_key(r): float(v) for r, v in zip(radii, values)}
+        entry["acr"] = average_certified_radius(results)
     else:
         entry["empirical_accuracy"] = accuracy(results)
     entry["abstain_rate"] = abstain_rate(results)
@@ -154,8 +178,8 @@ def summarize(paths: Sequence[Union[str, os.PathLike]], radii) -> Dict[str, dict
 
     Returns:
         dict keyed by ``str(path)``, in the given order. Certify files map to
-        ``{"certified_accuracy": {radius_key(r): fraction, ...}, "abstain_rate": fraction,
-        "count": rows}``; predict and attack files to ``{"empirical_accuracy": fraction,
+        ``{"certified_accuracy": {radius_key(r): fraction, ...}, "acr": average certified radius (l2),
+        "abstain_rate": fraction, "count": rows}``; predict and attack files to ``{"empirical_accuracy": fraction,
         "abstain_rate": fraction, "count": rows}``. Fractions are floats in [0, 1].
 
     Raises:
@@ -199,8 +223,9 @@ def envelope(summary: Mapping[str, Mapping]) -> Dict[str, float]:
 def _table_rows(summary: Mapping[str, Mapping], keys: Sequence[str]):
     """Header and rows of text cells (percentages with one decimal) for the text formats."""
     empirical = any("certified_accuracy" not in entry for entry in summary.values())
-    header = ["file"] + [f"r={key}" for key in keys] + (["empirical"] if empirical else [])
-    header += ["abstain", "count"]
+    certified = any("certified_accuracy" in entry for entry in summary.values())
+    header = ["file"] + [f"r={key}" for key in keys] + (["ACR"] if certified else [])
+    header += (["empirical"] if empirical else []) + ["abstain", "count"]
 
     def percent(value):
         return f"{100.0 * value:.1f}"
@@ -214,13 +239,15 @@ def _table_rows(summary: Mapping[str, Mapping], keys: Sequence[str]):
             raise ValueError(f"summary entry {path} has neither certified_accuracy nor "
                              f"empirical_accuracy")
         cells = [path] + [percent(curve[key]) if curve else "-" for key in keys]
+        if certified:
+            cells.append(f"{entry['acr']:.3f}" if curve and "acr" in entry else "-")
         if empirical:
             cells.append("-" if curve else percent(entry["empirical_accuracy"]))
         rows.append(cells + [percent(entry["abstain_rate"]), str(entry["count"])])
     if sum("certified_accuracy" in entry for entry in summary.values()) > 1:
         best = envelope(summary)
         rows.append([ENVELOPE_LABEL] + [percent(best[key]) for key in keys]
-                    + ["-"] * (2 + empirical))
+                    + ["-"] * (3 + empirical))
     return header, rows
 
 
@@ -249,8 +276,8 @@ def format_table(summary: Mapping[str, Mapping], radii, fmt: str = "table") -> s
     if not summary:
         raise ValueError("summary is empty")
     header, rows = _table_rows(summary, keys)
-    note = "; ".join([CERTIFIED_NOTE] + ([EMPIRICAL_NOTE] if "empirical" in header else [])
-                     + [ABSTAIN_NOTE])
+    note = "; ".join([CERTIFIED_NOTE] + ([ACR_NOTE] if "ACR" in header else [])
+                     + ([EMPIRICAL_NOTE] if "empirical" in header else []) + [ABSTAIN_NOTE])
     if fmt == "json":
         selected = {}
         for path, entry in summary.items():

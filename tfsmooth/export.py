@@ -14,10 +14,14 @@ Signatures (B images per request; pixels float32 in [0, 1]; K classes):
 * `certify` (CERTIFY): same inputs; outputs `label` int64 [B], `radius` float64 [B] (l2, [0, 1]
   pixel scale; 0 when abstaining), `p_a_lower` float64 [B], `counts` int64 [B, K] (the n estimation
   draws), `selection_counts` int64 [B, K] (the n0 selection draws), `seed` int64 [B].
+* `t_certify` (T-CERTIFY, Feng et al. 2020; `tfsmooth.stats.decide_certificate` with `alpha_split`): same inputs and
+  outputs as `certify`, plus `p_b_upper` float64 [B] (the runner-up's upper bound, capped at 1 - p_a_lower) and
+  `runner_up` int64 [B] (the class that gave it; -1 when capped); radius = sigma / 2 * (Phi^-1(p_a_lower) -
+  Phi^-1(p_b_upper)), from the same draws as `certify` for the same seed.
 * `base_logits`: input `images`; output `logits` float32 [B, K], the base classifier without noise.
 * `metadata`: no input; sigma, n0, n, alpha, noise_block, batch_size, num_classes, image_shape,
   class_names, compute_dtype ("float32" or "bfloat16", the arithmetic of the noisy forward
-  passes). The same record is in `assets/tfsmooth_export.json`.
+  passes), alpha_split. The same record is in `assets/tfsmooth_export.json`.
 
 The optional `seed` (int64, any shape): empty (the SignatureDef default, used when a request omits
 `seed`) draws a fresh seed; a scalar, or a vector of copies of one value (what TF Serving's REST
@@ -51,14 +55,14 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import counting, noise, stats
+from tfsmooth import checks, counting, noise, stats
 from tfsmooth.models import folding
 from tfsmooth.models import io as model_io
 from tfsmooth.stats import ABSTAIN
 
 METADATA_FILE = "tfsmooth_export.json"
 """Name of the JSON record of the export's parameters inside `<version>/assets/`."""
-SIGNATURES = ("serving_default", "certify", "base_logits", "metadata")
+SIGNATURES = ("serving_default", "certify", "t_certify", "base_logits", "metadata")
 _BISECTION_STEPS = 64  # halves [0, 1] below the float64 resolution of the bound
 
 
@@ -83,6 +87,8 @@ class ExportConfig:
         class_names: one name per class, in label order.
         compute_dtype: arithmetic of the noisy forward passes, "float32" or "bfloat16"
             (`tfsmooth.models.folding.InferenceView`); base_logits always answers in float32.
+        alpha_split: the `t_certify` signature's alpha_A / alpha, in (0, 1) (default 0.5). "auto" (the split
+            chosen on the selection draws) is a host-side choice and is not exported.
 
     Raises:
         ValueError: naming the first invalid field.
@@ -98,6 +104,7 @@ class ExportConfig:
     noise_block: int = 100
     class_names: Optional[Tuple[str, ...]] = None
     compute_dtype: str = "float32"
+    alpha_split: float = 0.5
 
     def __post_init__(self):
         folding.check_compute_dtype(self.compute_dtype)
@@ -112,7 +119,13 @@ class ExportConfig:
         if self.n > MAX_N:
             raise ValueError(f"n={self.n} is above the largest n whose in-graph statistics are validated: "
                              f"use n <= {MAX_N:,}")
-        minimum = max(stats.min_n_to_certify(self.alpha), stats.min_n_to_predict(self.alpha))
+        if isinstance(self.alpha_split, (bool, str)) or not checks.is_real(self.alpha_split, 0.0, inclusive=False,
+                                                                           maximum=1.0):
+            raise ValueError(f"alpha_split must be a number in (0, 1) (the fraction of alpha that t_certify spends on "
+                             f"p_a_lower), got {self.alpha_split!r}")
+        object.__setattr__(self, "alpha_split", float(self.alpha_split))
+        minimum = max(stats.min_n_to_certify(self.alpha), stats.min_n_to_predict(self.alpha),
+                      stats.min_n_to_t_certify(self.alpha, self.alpha_split))
         if self.n < minimum:
             raise ValueError(f"n={self.n} is too small to ever certify or predict at alpha={self.alpha}: "
                              f"every input would abstain; use n >= {minimum}")
@@ -323,6 +336,71 @@ def tf_certify_decision(selection_counts, estimation_counts, sigma: float, alpha
     return label, radius, p_a_lower
 
 
+def tf_clopper_pearson_upper(k, n, alpha):
+    """One-sided (1 - alpha) Clopper-Pearson upper bound, in the graph (float64), never below the exact bound.
+
+    1 - `tf_clopper_pearson_lower`(n - k, n, alpha) (the binomial's symmetry), moved one float64 ulp up so that the
+    rounding of the subtraction cannot take it below 1 - (a bound never above the exact lower bound of n - k). At most
+    about 1.2e-10 above `tfsmooth.stats.clopper_pearson_upper` for n <= MAX_N (tests/test_graph_stats.py).
+
+    Args:
+        k: integer tensor, successes, 0 <= k <= n (not checked).
+        n: integer tensor broadcasting with k, trials >= 1.
+        alpha: float or float tensor, failure probability in (0, 1).
+
+    Returns:
+        float64 tensor shaped like broadcast(k, n, alpha), values in (0, 1]; 1 where k = n.
+    """
+    k, n = _float64(k), _float64(n)
+    lower = tf_clopper_pearson_lower(n - k, n, alpha)
+    one = tf.ones_like(lower)
+    return tf.minimum(one, tf.math.nextafter(1.0 - lower, 2.0 * one))
+
+
+def tf_t_certify_decision(selection_counts, estimation_counts, sigma: float, alpha: float, alpha_split: float):
+    """T-CERTIFY (Feng et al. 2020) for a batch, in the graph (as `stats.decide_certificate(..., "t-certify")`).
+
+    p_a_lower is never above the library's, p_b_upper never below it (both within ~1e-9), and the radius
+    sigma / 2 * (ndtri(p_a_lower) - ndtri(p_b_upper)) is lowered by 8 eps (|ndtri(p_a_lower)| + |ndtri(p_b_upper)|)
+    (ndtri is within 2 ulps of scipy's `norm.ppf`, plus the subtraction's rounding), so it is never above the
+    exact radius of its (conservative) bounds.
+
+    Args:
+        selection_counts, estimation_counts: integer [B, K], K >= 2.
+        sigma, alpha, alpha_split: as in `ExportConfig` (alpha_A = alpha * alpha_split).
+
+    Returns:
+        (label int64 [B], radius float64 [B], p_a_lower float64 [B], p_b_upper float64 [B], runner_up int64 [B]):
+        label c_A (the top selection class, ties: lowest index) when p_a_lower > p_b_upper, else ABSTAIN with radius 0;
+        runner_up the estimation argmax over the other classes (ties: lowest index), -1 where the cap 1 - p_a_lower
+        was used.
+    """
+    alpha_a = alpha * alpha_split
+    alpha_b = alpha - alpha_a
+    c_a = tf.math.top_k(selection_counts, k=1).indices[:, 0]
+    n = tf.reduce_sum(estimation_counts, axis=-1)
+    k_a = tf.gather(estimation_counts, c_a, batch_dims=1)
+    p_a_lower = tf_clopper_pearson_lower(k_a, n, alpha_a)
+    num_classes = tf.shape(estimation_counts)[-1]
+    others = tf.where(tf.one_hot(c_a, num_classes) > 0.0, -tf.ones_like(estimation_counts),
+                      estimation_counts)
+    top_other = tf.math.top_k(others, k=1)
+    runner_up = tf.cast(top_other.indices[:, 0], tf.int64)
+    p_b_upper = tf_clopper_pearson_upper(top_other.values[:, 0], n, alpha_b)
+    cap = 1.0 - p_a_lower
+    capped = p_b_upper > cap
+    p_b_upper = tf.where(capped, cap, p_b_upper)
+    runner_up = tf.where(capped, tf.constant(-1, tf.int64), runner_up)
+    answer = p_a_lower > p_b_upper
+    safe_a = tf.where(answer, p_a_lower, 0.75 * tf.ones_like(p_a_lower))  # keep ndtri finite off the answers
+    safe_b = tf.where(answer, p_b_upper, 0.25 * tf.ones_like(p_b_upper))
+    q_a, q_b = tf.math.ndtri(safe_a), tf.math.ndtri(safe_b)
+    margin = (q_a - q_b) - 8.0 * _EPS * (tf.abs(q_a) + tf.abs(q_b))
+    radius = tf.where(answer, tf.constant(0.5 * sigma, tf.float64) * tf.maximum(margin, 0.0), tf.zeros_like(margin))
+    label = tf.where(answer, tf.cast(c_a, tf.int64), tf.constant(ABSTAIN, tf.int64))
+    return label, radius, p_a_lower, p_b_upper, runner_up
+
+
 def tf_predict_decision(counts, alpha: float):
     """PREDICT's decision for a batch, in the graph (as `stats.predict_decision`).
 
@@ -413,12 +491,24 @@ def _certify(base_model, cfg: ExportConfig, images, seed):
             "seed": tf.fill(tf.shape(label), seed)}
 
 
+def _t_certify(base_model, cfg: ExportConfig, images, seed):
+    images = _checked_images(images, cfg.image_shape)
+    seed = _resolved_seed(seed)
+    plan = ((noise.STREAM_SELECTION, cfg.n0), (noise.STREAM_ESTIMATION, cfg.n))
+    counts = _count(base_model, images, seed, plan, cfg)
+    label, radius, p_a_lower, p_b_upper, runner_up = tf_t_certify_decision(
+        counts[noise.STREAM_SELECTION], counts[noise.STREAM_ESTIMATION], cfg.sigma, cfg.alpha, cfg.alpha_split)
+    return {"label": label, "radius": radius, "p_a_lower": p_a_lower, "p_b_upper": p_b_upper,
+            "runner_up": runner_up, "counts": counts[noise.STREAM_ESTIMATION],
+            "selection_counts": counts[noise.STREAM_SELECTION], "seed": tf.fill(tf.shape(label), seed)}
+
+
 def _metadata(cfg: ExportConfig):
     scalars = {"sigma": (cfg.sigma, tf.float64), "alpha": (cfg.alpha, tf.float64), "n0": (cfg.n0, tf.int64),
                "n": (cfg.n, tf.int64), "noise_block": (cfg.noise_block, tf.int64),
                "batch_size": (cfg.batch_size, tf.int64), "num_classes": (cfg.num_classes, tf.int64),
                "image_shape": (cfg.image_shape, tf.int64), "class_names": (cfg.class_names, tf.string),
-               "compute_dtype": (cfg.compute_dtype, tf.string)}
+               "compute_dtype": (cfg.compute_dtype, tf.string), "alpha_split": (cfg.alpha_split, tf.float64)}
     return {key: tf.constant(value, dtype) for key, (value, dtype) in scalars.items()}
 
 
@@ -444,12 +534,16 @@ def _serving_module(base_model, cfg: ExportConfig):
     def certify(images, seed=no_seed):
         return _certify(inference_model, cfg, images, seed)
 
+    def t_certify(images, seed=no_seed):
+        return _t_certify(inference_model, cfg, images, seed)
+
     def base_logits(images):
         images = _checked_images(images, cfg.image_shape)
         return {"logits": tf.cast(base_model(images, training=False), tf.float32)}
 
     module.predict = tf.function(predict, input_signature=[image_spec, seed_spec])
     module.certify = tf.function(certify, input_signature=[image_spec, seed_spec])
+    module.t_certify = tf.function(t_certify, input_signature=[image_spec, seed_spec])
     module.base_logits = tf.function(base_logits, input_signature=[image_spec])
     module.metadata = tf.function(lambda: _metadata(cfg), input_signature=[])
     return module
@@ -459,7 +553,7 @@ def _serving_module(base_model, cfg: ExportConfig):
 def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes: int, n0: int = 100,
                        n: int = 10_000, alpha: float = 0.001, batch_size: int = 1_000, version: int = 1,
                        noise_block: int = 100, class_names: Optional[Sequence[str]] = None,
-                       compute_dtype: str = "float32") -> str:
+                       compute_dtype: str = "float32", alpha_split: float = 0.5) -> str:
     """Exports the smoothed classifier of `base_model` as `export_dir/<version>/` for TF Serving.
 
     See the module docstring for the signatures. The version directory is written under a hidden
@@ -481,6 +575,7 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
         class_names: K names (default: "0" ... "K-1"), stored in the metadata.
         compute_dtype: "float32" (default) or "bfloat16": the arithmetic of the noisy forward passes,
             as in `SmoothedClassifier` (answers equal the library's with the same value).
+        alpha_split: the `t_certify` signature's alpha_A / alpha, in (0, 1) (default 0.5).
 
     Returns:
         str: the path of the version directory.
@@ -498,7 +593,7 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
     config = ExportConfig(sigma=sigma, num_classes=num_classes, image_shape=_image_shape(base_model), n0=n0, n=n,
                           alpha=alpha, batch_size=batch_size, noise_block=noise_block,
                           class_names=None if class_names is None else tuple(class_names),
-                          compute_dtype=compute_dtype)
+                          compute_dtype=compute_dtype, alpha_split=alpha_split)
     _check_output_size(base_model, config.num_classes)
     version_dir = os.path.join(export_dir, str(int(version)))
     if os.path.exists(version_dir) and (not os.path.isdir(version_dir) or os.listdir(version_dir)):
@@ -509,6 +604,7 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
     try:
         module = _serving_module(base_model, config)
         tf.saved_model.save(module, staging, signatures={"serving_default": module.predict, "certify": module.certify,
+                                                         "t_certify": module.t_certify,
                                                          "base_logits": module.base_logits,
                                                          "metadata": module.metadata})
         os.makedirs(os.path.join(staging, "assets"), exist_ok=True)
@@ -524,7 +620,8 @@ def export_saved_model(base_model, export_dir: str, *, sigma: float, num_classes
 
 
 def export_smoothed(smoothed, export_dir: str, *, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
-                    batch_size: int = 1_000, version: int = 1, class_names: Optional[Sequence[str]] = None) -> str:
+                    batch_size: int = 1_000, version: int = 1, class_names: Optional[Sequence[str]] = None,
+                    alpha_split: float = 0.5) -> str:
     """Exports a `tfsmooth.SmoothedClassifier` as a TF Serving SavedModel, `export_dir/<version>/`.
 
     Calls `export_saved_model` with the classifier's base model, sigma, num_classes, noise_block and
@@ -540,7 +637,8 @@ def export_smoothed(smoothed, export_dir: str, *, n0: int = 100, n: int = 10_000
     """
     return export_saved_model(smoothed.base_model, export_dir, sigma=smoothed.sigma, num_classes=smoothed.num_classes,
                               noise_block=smoothed.noise_block, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
-                              version=version, class_names=class_names, compute_dtype=smoothed.compute_dtype)
+                              version=version, class_names=class_names, compute_dtype=smoothed.compute_dtype,
+                              alpha_split=alpha_split)
 
 
 def export_model_file(model_path: str, export_dir: str, *, class_names: Optional[Sequence[str]] = None,
@@ -553,7 +651,7 @@ def export_model_file(model_path: str, export_dir: str, *, class_names: Optional
         model_path: `.keras` file (a `GaussianAugmentedModel` is unwrapped to its base model).
         export_dir: the model base path.
         class_names: optional K names.
-        **kwargs: sigma, n0, n, alpha, batch_size, version, noise_block, compute_dtype of
+        **kwargs: sigma, n0, n, alpha, batch_size, version, noise_block, compute_dtype, alpha_split of
             `export_saved_model`.
 
     Returns:

@@ -31,6 +31,14 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 """Arithmetic of the counting path (`tfsmooth.models.folding.InferenceView`)."""
 
 
+CERTIFY_METHODS = ("cohen", "t-certify")
+"""Certification rules (`tfsmooth.stats.decide_certificate`): CERTIFY of Cohen et al. 2019 (p_B = 1 - p_A) and
+T-CERTIFY (Feng et al. 2020, METHODS.md §4: the runner-up bounded separately, alpha split between the two bounds)."""
+
+ALPHA_SPLIT_AUTO = "auto"
+"""`alpha_split="auto"`: T-CERTIFY's split of alpha chosen on the n0 selection draws (`tfsmooth.stats.choose_alpha_split`)."""
+
+
 SPLITS = ("train", "test")
 """Data set splits (`tfsmooth.data`)."""
 

@@ -1,8 +1,11 @@
-"""The smoothed classifier: PREDICT and CERTIFY of Cohen, Rosenfeld & Kolter (ICML 2019).
+"""The smoothed classifier: PREDICT and CERTIFY of Cohen, Rosenfeld & Kolter (ICML 2019), and T-CERTIFY.
 
 g(x) = argmax_c P(f(x + delta) = c), delta ~ N(0, sigma^2 I), with f the base classifier. Counting
 of f's top-1 labels under noise runs in a compiled `tf.function`; the decisions (binomial test,
-Clopper-Pearson bound, radius) run on the host in `tfsmooth.stats` (scipy).
+Clopper-Pearson bounds, radius) run on the host in `tfsmooth.stats` (scipy). Certification takes
+`method="cohen"` (CERTIFY) or `method="t-certify"` (Feng et al. 2020: the runner-up bounded separately,
+`tfsmooth.stats.decide_certificate`); both decide from the same counts, so `recertify` turns one
+`Certificate` into the other method's without new draws.
 
 Units: images are float32 pixels in [0, 1]; sigma and radii are l2 norms on that scale.
 """
@@ -12,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import checks, counting, noise, stats
+from tfsmooth import checks, counting, noise, registry, stats
 from tfsmooth.models import folding
 from tfsmooth.models import io as model_io
 from tfsmooth.stats import ABSTAIN
@@ -25,17 +28,22 @@ from tfsmooth.stats import ABSTAIN
 
 @dataclasses.dataclass(frozen=True)
 class Certificate:
-    """Result of CERTIFY for one input.
+    """Result of CERTIFY (or T-CERTIFY) for one input.
 
     Attributes:
         label: the certified class, or ABSTAIN (-1).
         radius: l2 radius ([0, 1] pixel scale) within which g is constant; 0.0 when abstaining.
-        p_a_lower: one-sided (1 - alpha) Clopper-Pearson lower bound on P(f(x + delta) = c_A).
+        p_a_lower: one-sided Clopper-Pearson lower bound on P(f(x + delta) = c_A), at level `alpha_a`.
         counts: int64 [num_classes], class counts of the n estimation draws.
         selection_counts: int64 [num_classes], class counts of the n0 selection draws.
         seconds: this input's share of the wall-clock time of the noisy forward passes it used
             (`tfsmooth.counting.iter_counts`), plus its statistics; what the TSV's `time` column holds.
         seed: the seed of the noise (the one drawn when `seed=None` was passed), to reproduce it.
+        p_b_upper: upper bound on max_{c != c_A} P(f(x + delta) = c): 1 - p_a_lower for "cohen", the
+            runner-up's Clopper-Pearson bound (capped at 1 - p_a_lower) for "t-certify".
+        runner_up: the class whose estimation count gave p_b_upper (-1 for "cohen" or when capped).
+        alpha_a: the failure probability spent on p_a_lower (alpha for "cohen").
+        method: "cohen" or "t-certify".
     """
 
     label: int
@@ -45,6 +53,32 @@ class Certificate:
     selection_counts: np.ndarray
     seconds: float = 0.0
     seed: Optional[int] = None
+    p_b_upper: float = float("nan")
+    runner_up: int = -1
+    alpha_a: float = float("nan")
+    method: str = "cohen"
+
+
+def recertify(certificate: Certificate, sigma: float, alpha: float, method: str = "cohen",
+              alpha_split: Union[float, str] = 0.5) -> Certificate:
+    """The certificate another rule (or alpha) gives on the same counts: no new noisy draws.
+
+    The selection and estimation counts of `certificate` are decided again by
+    `tfsmooth.stats.decide_certificate(selection_counts, counts, sigma, alpha, method, alpha_split)`; `seconds`
+    and `seed` are kept. One counting pass thus yields both CERTIFY and T-CERTIFY, each with its own guarantee
+    (the two are not valid *together* at level alpha: reporting the better of the two per image is not a
+    level-alpha procedure).
+
+    Raises:
+        ValueError: as `tfsmooth.stats.decide_certificate`.
+    """
+    start = time.perf_counter()
+    decision = stats.decide_certificate(certificate.selection_counts, certificate.counts, sigma, alpha, method,
+                                        alpha_split)
+    return dataclasses.replace(certificate, label=decision.label, radius=decision.radius,
+                               p_a_lower=decision.p_a_lower, p_b_upper=decision.p_b_upper,
+                               runner_up=decision.runner_up, alpha_a=decision.alpha_a, method=method,
+                               seconds=certificate.seconds + time.perf_counter() - start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,12 +158,15 @@ class SmoothedClassifier:
 
     # ----------------------------------------------------------------------------------- CERTIFY
     def certify(self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: Optional[int] = None,
-                seed: Optional[int] = None) -> Certificate:
-        """CERTIFY (Cohen et al. 2019, Sec. 3.2) for one input.
+                seed: Optional[int] = None, method: str = "cohen",
+                alpha_split: Union[float, str] = 0.5) -> Certificate:
+        """CERTIFY (Cohen et al. 2019, Sec. 3.2) or T-CERTIFY (Feng et al. 2020) for one input.
 
         With probability at least 1 - alpha over the noise, if the returned label is not ABSTAIN,
         the smoothed classifier g predicts that label everywhere in the l2 ball of the returned
-        radius around x.
+        radius around x. Both methods pick c_A on the n0 selection draws and bound on the n estimation
+        draws; "t-certify" also upper-bounds the strongest other class and certifies
+        sigma / 2 * (Phi^{-1}(p_a_lower) - Phi^{-1}(p_b_upper)) (`tfsmooth.stats.decide_certificate`).
 
         Args:
             x: float32 [H, W, C] in [0, 1].
@@ -143,6 +180,11 @@ class SmoothedClassifier:
                 depend on it, not the counts. None: `default_batch_size` (from the model's input size).
             seed: int >= 0; the same seed gives the same counts. None draws a fresh seed, reported
                 in `Certificate.seed`.
+            method: "cohen" (default) or "t-certify" (`tfsmooth.registry.CERTIFY_METHODS`).
+            alpha_split: "t-certify" only: alpha_A / alpha in (0, 1] (default 0.5: alpha / 2 on each
+                bound; 1 is CERTIFY), or "auto" to choose it on the selection draws
+                (`tfsmooth.stats.choose_alpha_split`). A split maximized on the estimation draws would
+                not be level alpha, so it is not offered.
 
         Returns:
             A `Certificate`.
@@ -150,19 +192,21 @@ class SmoothedClassifier:
         Raises:
             ValueError: on a bad argument (see `certify_batch`).
         """
-        return self.certify_batch(_as_batch(x, "x"), n0, n, alpha, batch_size, seed=seed)[0]
+        return self.certify_batch(_as_batch(x, "x"), n0, n, alpha, batch_size, seed=seed, method=method,
+                                  alpha_split=alpha_split)[0]
 
     def certify_batch(self, images, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                       batch_size: Optional[int] = None, seed: Optional[int] = None,
                       keys: Optional[Sequence[int]] = None,
-                      progress: Optional[Callable[[int, int], None]] = None) -> List[Certificate]:
-        """CERTIFY for many inputs, sharing forward passes between them.
+                      progress: Optional[Callable[[int, int], None]] = None, method: str = "cohen",
+                      alpha_split: Union[float, str] = 0.5) -> List[Certificate]:
+        """CERTIFY (or T-CERTIFY) for many inputs, sharing forward passes between them.
 
         Args:
             images: float32 [B, H, W, C] in [0, 1], or a `tf.data.Dataset` of images or of
                 (image, label) pairs (what `tfsmooth.data.load_dataset` returns; labels are ignored),
                 batched or not.
-            n0, n, alpha, batch_size, seed: as in `certify`.
+            n0, n, alpha, batch_size, seed, method, alpha_split: as in `certify`.
             keys: int [B] in [0, 2**28), identifiers that select each input's noise (default
                 0..B-1).
             progress: optional callable `progress(done, total)`, called after each input is finished
@@ -175,15 +219,18 @@ class SmoothedClassifier:
         Raises:
             ValueError: if sigma, n0, n, batch_size or alpha are invalid, n is too small to ever
                 certify at this alpha (n < log2(1/alpha)), images are not [B, H, W, C], contain NaN
-                or values outside [0, 1], or keys are invalid.
+                or values outside [0, 1], keys are invalid, method is not "cohen" or "t-certify", or
+                alpha_split is not in (0, 1] or "auto".
         """
         images = self._check_images(images, "images")
         keys = _check_keys(keys, len(images))
-        return _collect(self.iter_certify(zip(keys, images), n0, n, alpha, batch_size, seed=seed), len(images), progress)
+        return _collect(self.iter_certify(zip(keys, images), n0, n, alpha, batch_size, seed=seed, method=method,
+                                          alpha_split=alpha_split), len(images), progress)
 
     def iter_certify(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100, n: int = 100_000,
                      alpha: float = 0.001, batch_size: Optional[int] = None,
-                     seed: Optional[int] = None) -> Iterator[Tuple[int, Certificate]]:
+                     seed: Optional[int] = None, method: str = "cohen",
+                     alpha_split: Union[float, str] = 0.5) -> Iterator[Tuple[int, Certificate]]:
         """Streams CERTIFY over `(key, image)` pairs; yields `(key, Certificate)` as each finishes.
 
         `examples` may also be a `tf.data.Dataset` of images or (image, label) pairs (batched or
@@ -197,26 +244,27 @@ class SmoothedClassifier:
             An iterator of `(key, Certificate)`, in input order.
 
         Raises:
-            ValueError: at call time if n0, n, alpha, batch_size or seed are invalid (as in
-                `certify_batch`); during iteration if an image or key is invalid (each is validated
-                as it is read).
+            ValueError: at call time if n0, n, alpha, batch_size, seed, method or alpha_split are
+                invalid (as in `certify_batch`); during iteration if an image or key is invalid (each
+                is validated as it is read).
         """
         alpha = stats.check_alpha(alpha)
+        checks.check_choice(method, "method", registry.CERTIFY_METHODS)
+        alpha_split = stats.check_alpha_split(alpha_split)
         n0 = self._check_draws(stats.check_count(n0, "n0"), "n0")
-        n = self._check_n(n, alpha, stats.min_n_to_certify(alpha), "certify")
+        minimum = stats.min_n_to_certify(alpha) if method == "cohen" else stats.min_n_to_t_certify(alpha, alpha_split)
+        n = self._check_n(n, alpha, minimum, method)
         batch_size = self._batch_size(batch_size)
         seed = _resolve_seed(seed)
-        return self._certify_stream(_keyed_examples(examples), n0, n, alpha, batch_size, seed)
+        return self._certify_stream(_keyed_examples(examples), n0, n, alpha, batch_size, seed, method, alpha_split)
 
-    def _certify_stream(self, examples, n0, n, alpha, batch_size, seed):
+    def _certify_stream(self, examples, n0, n, alpha, batch_size, seed, method, alpha_split):
         """The generator behind `iter_certify`, on validated arguments."""
         plan = ((noise.STREAM_SELECTION, n0), (noise.STREAM_ESTIMATION, n))
         for key, counts, seconds in self._iter_counts(examples, plan, batch_size, seed):
-            start = time.perf_counter()
-            label, radius, p_a_lower = stats.certify_decision(
-                counts[noise.STREAM_SELECTION], counts[noise.STREAM_ESTIMATION], self.sigma, alpha)
-            yield key, Certificate(label, radius, p_a_lower, counts[noise.STREAM_ESTIMATION],
-                                   counts[noise.STREAM_SELECTION], seconds + time.perf_counter() - start, seed)
+            counted = Certificate(stats.ABSTAIN, 0.0, 0.0, counts[noise.STREAM_ESTIMATION],
+                                  counts[noise.STREAM_SELECTION], seconds, seed)
+            yield key, recertify(counted, self.sigma, alpha, method, alpha_split)
 
     # ----------------------------------------------------------------------------------- PREDICT
     def predict(self, x, n: int = 1000, alpha: float = 0.001, batch_size: Optional[int] = None,

@@ -1,20 +1,24 @@
-"""CERTIFY and PREDICT over a data set (Cohen et al. 2019, Sec. 3.2), written as the field's TSV.
+"""CERTIFY, T-CERTIFY and PREDICT over a data set (Cohen et al. 2019, Sec. 3.2; Feng et al. 2020), as the field's TSV.
 
 `certify_dataset` / `predict_dataset` take a frozen, validated `CertifyConfig`, store its run record
 beside the TSV (`tfsmooth.jobs.records`), write one durable row per example and resume from what the
-file already holds. `evaluate` is the row loop they share with `tfsmooth.jobs.attack`.
+file already holds. `certify_dataset(..., also=...)` writes the decisions of other certification
+methods from the same counts (one counting pass, one TSV per method). `evaluate` is the row loop they
+share with `tfsmooth.jobs.attack`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 from tfsmooth import checks, data, registry, results, stats
 from tfsmooth.jobs import records
-from tfsmooth.smoothing import SmoothedClassifier
+from tfsmooth.smoothing import SmoothedClassifier, recertify
+
 
 def check_evaluation_fields(config):
     """Checks the fields shared by the evaluation configurations (certify, predict, attack)."""
@@ -47,6 +51,11 @@ class CertifyConfig:
         seed: seed of the noise; together with the example index it fixes each example's counts.
         compute_dtype: "float32" or "bfloat16", the arithmetic of the noisy forward passes
             (`SmoothedClassifier`); part of the run record only when not float32.
+        method: certify only: "cohen" (CERTIFY, default) or "t-certify" (Feng et al. 2020,
+            `tfsmooth.stats.decide_certificate`); part of the run record unless "cohen", so a resume never
+            mixes methods (and files written before the option existed resume as "cohen").
+        alpha_split: "t-certify" only: alpha_A / alpha in (0, 1], or "auto" (chosen on the selection
+            draws); default 0.5. In the run record with a "t-certify" method.
     """
 
     model: str
@@ -62,23 +71,37 @@ class CertifyConfig:
     seed: int = 0
     data_dir: Optional[str] = None
     compute_dtype: str = "float32"
+    method: str = "cohen"
+    alpha_split: Union[float, str] = 0.5
 
     def __post_init__(self):
         check_evaluation_fields(self)
         checks.check_count(self.n0, "n0")
         checks.check_choice(self.compute_dtype, "compute_dtype", registry.COMPUTE_DTYPES)
+        checks.check_choice(self.method, "method", registry.CERTIFY_METHODS)
+        object.__setattr__(self, "alpha_split", stats.check_alpha_split(self.alpha_split))
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
         omit = ["batch", "n0"] if kind == "predict" else ["batch"]  # the counts do not depend on batch
         if self.compute_dtype == "float32":  # files written before the option existed stay resumable
             omit.append("compute_dtype")
+        if kind != "certify" or self.method == "cohen":  # likewise for CERTIFY files written before T-CERTIFY
+            omit += ["method", "alpha_split"]
         return records.run_record(self, kind, omit)
+
+    def min_n(self, kind: str) -> int:
+        """The smallest n with which this configuration can ever answer (`stats.min_n_to_*`)."""
+        if kind == "predict":
+            return stats.min_n_to_predict(self.alpha)
+        if self.method == "cohen":
+            return stats.min_n_to_certify(self.alpha)
+        return stats.min_n_to_t_certify(self.alpha, self.alpha_split)
 
 
 def certify_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None,
-                    restart: bool = False) -> int:
-    """Runs CERTIFY on every `skip`-th example below `max`, writing the reference TSV as it goes.
+                    restart: bool = False, also: Sequence[Tuple[CertifyConfig, str]] = ()) -> int:
+    """Runs CERTIFY (or T-CERTIFY) on every `skip`-th example below `max`, writing the reference TSV as it goes.
 
     One flushed row per example: `idx label predict radius correct time` (time: the example's own
     seconds, its share of the noisy forward passes it used plus its statistics, `Certificate.seconds`;
@@ -92,16 +115,22 @@ def certify_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callabl
         on_row: optional callback receiving each row (dict) after it is written (progress).
         restart: start over: delete `out` and its record (once the configuration and the model are
             accepted) instead of resuming them.
+        also: (config, out) pairs whose configs differ from `config` only in `method` / `alpha_split`: their
+            decisions are made from the same counts (`tfsmooth.smoothing.recertify`) and written to their own
+            TSVs, each with its own run record, resumed (or restarted) like `out`. An example is counted
+            again only if some file lacks its row. Each file's `time` column is the counting time.
 
     Returns:
-        The number of rows written by this call.
+        The number of examples counted by this call (rows written to `out` and to each file of `also`
+        that lacked them).
 
     Raises:
         ValueError / FileNotFoundError: for an invalid configuration (e.g. an n too small to ever
-            certify at this alpha), a missing model or data directory, or an `out` file from
-            another configuration; then `out` is not touched.
+            certify at this alpha, or an `also` config differing in another field, or repeated outs), a
+            missing model or data directory, or an `out` file from another configuration; then no file is
+            touched.
     """
-    return _run(config, out, on_row, "certify", restart)
+    return _run(config, out, on_row, "certify", restart, also)
 
 
 def predict_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None,
@@ -113,23 +142,61 @@ def predict_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callabl
     return _run(config, out, on_row, "predict", restart)
 
 
-def _run(config, out, on_row, kind, restart):
-    minimum = stats.min_n_to_certify(config.alpha) if kind == "certify" else stats.min_n_to_predict(config.alpha)
-    if config.n < minimum:
-        raise ValueError(f"n={config.n} is too small to ever {kind} at alpha={config.alpha}: use n >= {minimum}")
+def _run(config, out, on_row, kind, restart, also=()):
+    also = _check_also(config, out, also)
+    for each in (config, *(other for other, _ in also)):
+        minimum = each.min_n(kind)
+        if each.n < minimum:
+            what = kind if kind == "predict" else each.method
+            raise ValueError(f"n={each.n} is too small to ever {what} at alpha={each.alpha}"
+                             f"{'' if each.method == 'cohen' else f' (alpha_split={each.alpha_split})'}: "
+                             f"use n >= {minimum}")
     info = data.dataset_info(config.dataset, config.data_dir)
     base, record = records.load_recorded_model(config, functools.partial(config.run_record, kind))
     num_classes = records.check_model_fits_data(base, info, f"model {config.model}")
     smoothed = SmoothedClassifier(base, num_classes, config.sigma, compute_dtype=config.compute_dtype)
     if kind == "certify":
-        columns, run = results.CERTIFY_COLUMNS, functools.partial(smoothed.iter_certify, n0=config.n0)
+        columns = results.CERTIFY_COLUMNS
+        run = functools.partial(smoothed.iter_certify, n0=config.n0, method=config.method,
+                                alpha_split=config.alpha_split)
     else:
         columns, run = results.PREDICT_COLUMNS, smoothed.iter_predict
     answers = functools.partial(run, n=config.n, alpha=config.alpha, batch_size=config.batch, seed=config.seed)
-    return evaluate(config, columns, record, answers, out, on_row, restart=restart)
+    extra = [(other_out, _record_for(record, other), functools.partial(
+        recertify, sigma=other.sigma, alpha=other.alpha, method=other.method, alpha_split=other.alpha_split))
+        for other, other_out in also]
+    return evaluate(config, columns, record, answers, out, on_row, restart=restart, also=extra)
 
 
-def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepare_group=1, restart=False):
+def _record_for(record, config):
+    """`record` (the main config's) with `config`'s method fields, by the rule of `CertifyConfig.run_record`."""
+    other = {key: value for key, value in record.items() if key not in ("method", "alpha_split")}
+    if config.method != "cohen":
+        other.update(method=config.method, alpha_split=config.alpha_split)
+    return other
+
+
+def _check_also(config, out, also):
+    """Validates `certify_dataset`'s `also`: configs equal to `config` but for the method, distinct outs."""
+    also = [tuple(pair) for pair in also]
+    outs = [out]
+    for pair in also:
+        if len(pair) != 2 or not isinstance(pair[0], CertifyConfig):
+            raise ValueError(f"also must hold (CertifyConfig, out) pairs, got {pair!r}")
+        other, other_out = pair
+        if dataclasses.replace(other, method=config.method, alpha_split=config.alpha_split) != config:
+            differ = [f.name for f in dataclasses.fields(config) if f.name not in ("method", "alpha_split")
+                      and getattr(config, f.name) != getattr(other, f.name)]
+            raise ValueError(f"an `also` config may differ from the main one only in method and alpha_split, "
+                             f"this one differs in {', '.join(differ)}")
+        outs.append(other_out)
+    absolute = [os.path.abspath(path) for path in outs]
+    if len(set(absolute)) != len(absolute):
+        raise ValueError(f"each method needs its own output file, got {outs}")
+    return also
+
+
+def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepare_group=1, restart=False, also=()):
     """The row loop shared by certify, predict and attack: resumable, one durable row per example.
 
     Args:
@@ -148,10 +215,17 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
             fixed positions (0..g-1, g..2g-1, ...), so a resumed run prepares the same groups as an
             uninterrupted one (a group with some rows done is prepared whole; only its missing rows
             are written).
+        also: (out, record, transform) triples: more TSVs with the same columns, each row from
+            `transform(answer)` (e.g. another certification rule on the same counts). An example is
+            evaluated when any file lacks its row, and written to the files that lack it.
+
+    Returns:
+        The number of examples evaluated.
     """
     examples = data.select_examples(data.load_dataset(config.dataset, config.split, config.data_dir),
                                     config.skip, config.max)
     pending = {}  # idx -> (row fields known before the smoothed classifier answers, seconds spent preparing)
+    outputs = [(out, record, None), *also]
 
     prepare = prepare or _unchanged
 
@@ -170,24 +244,38 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
                     yield idx, image
 
     if restart:
-        records.remove_results(out)
-    records.check_resumable(out, record)
+        for path, _, _ in outputs:
+            records.remove_results(path)
+    writers = []
     try:
-        writer = results.ResultsWriter(out, columns, record, informational=records.INFORMATIONAL)
-    except ValueError as err:
-        raise ValueError(f"{err}\n{records.RESTART_HINT}") from None
-    written = 0
-    with writer:
-        for idx, answer in answers(todo(writer.done)):
+        for path, path_record, transform in outputs:
+            records.check_resumable(path, path_record)
+            try:
+                writers.append((results.ResultsWriter(path, columns, path_record,
+                                                      informational=records.INFORMATIONAL), transform))
+            except ValueError as err:
+                raise ValueError(f"{err}\n{records.RESTART_HINT}") from None
+        done = set.intersection(*(set(writer.done) for writer, _ in writers))
+        written = 0
+        for idx, answer in answers(todo(done)):
             fields, prepared = pending.pop(idx)
-            row = dict(idx=idx, predict=answer.label, time=prepared + answer.seconds, **fields)
-            row["correct"] = int(answer.label == row["label"])
-            if "radius" in columns:
-                row["radius"] = answer.radius
-            writer.write(row)
+            first = None
+            for writer, transform in writers:
+                if idx in writer.done:
+                    continue
+                decided = answer if transform is None else transform(answer)
+                row = dict(idx=idx, predict=decided.label, time=prepared + decided.seconds, **fields)
+                row["correct"] = int(decided.label == row["label"])
+                if "radius" in columns:
+                    row["radius"] = decided.radius
+                writer.write(row)
+                first = first or row
             written += 1
             if on_row:
-                on_row(row)
+                on_row(first)
+    finally:
+        for writer, _ in writers:
+            writer.close()
     return written
 
 
