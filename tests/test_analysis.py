@@ -16,7 +16,7 @@ from tfsmooth import analysis, results
 #   r = 0.75 -> {1.23}               1/5 = 0.2
 #   r = 1.0  -> {1.23}               1/5 = 0.2
 #   r = 1.25 -> {}                   0
-# abstain rate 1/5 = 0.2.
+# abstain rate 1/5 = 0.2. ACR (mean of radius x correct) = (0.457 + 0.25 + 1.23) / 5 = 0.3874.
 CERTIFY_A = (
     "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
     "0\t3\t3\t0.457\t1\t0:00:01.234567\n"
@@ -27,6 +27,7 @@ CERTIFY_A = (
 )
 # Our format. Correct rows have radii {0.9, 0.6, 0.1}; idx 20 is wrong (radius 0.3), 4 rows:
 #   r = 0 -> 3/4 = 0.75; 0.25 -> {0.9, 0.6} 0.5; 0.5 -> 0.5; 0.75 -> {0.9} 0.25; 1.0 -> 0.
+#   ACR = (0.9 + 0.6 + 0.1) / 4 = 0.4 (the wrong row's 0.3 counts 0).
 # No abstention.
 CERTIFY_B = (
     "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
@@ -115,10 +116,10 @@ def test_radius_keys_are_shortest_float_text():
 
 EXPECTED_SUMMARY = {
     "a.tsv": {"certified_accuracy": {"0.0": 0.6, "0.25": 0.6, "0.5": 0.2, "0.75": 0.2, "1.0": 0.2},
-              "abstain_rate": 0.2, "count": 5},
+              "acr": pytest.approx(0.3874, abs=1e-12), "abstain_rate": 0.2, "count": 5},
     "b.tsv": {"certified_accuracy": {"0.0": 0.75, "0.25": 0.5, "0.5": 0.5, "0.75": 0.25,
                                      "1.0": 0.0},
-              "abstain_rate": 0.0, "count": 4},
+              "acr": pytest.approx(0.4, abs=1e-12), "abstain_rate": 0.0, "count": 4},
     "c.tsv": {"empirical_accuracy": 2 / 3, "abstain_rate": 1 / 3, "count": 3},
     "d.tsv": {"empirical_accuracy": 0.5, "abstain_rate": 0.0, "count": 2},
 }
@@ -160,22 +161,23 @@ def test_format_json_is_exactly_the_summary_without_envelope(files):
 def test_format_json_keeps_only_requested_radii(files):
     summary = analysis.summarize(["a.tsv"], RADII)
     assert json.loads(analysis.format_table(summary, [0.5, 0.0], "json")) == {
-        "a.tsv": {"certified_accuracy": {"0.5": 0.2, "0.0": 0.6}, "abstain_rate": 0.2,
-                  "count": 5}}
+        "a.tsv": {"certified_accuracy": {"0.5": 0.2, "0.0": 0.6}, "acr": pytest.approx(0.3874, abs=1e-12),
+                  "abstain_rate": 0.2, "count": 5}}
 
 
 def test_format_markdown_table_in_percent_with_envelope(files):
     summary = analysis.summarize(["a.tsv", "b.tsv", "c.tsv"], RADII)
     # Percentages: a 60/60/20/20/20, b 75/50/50/25/0, c 2/3 = 66.7 % and 1/3 = 33.3 % abstain.
     assert analysis.format_table(summary, RADII, "markdown") == (
-        "| file | r=0.0 | r=0.25 | r=0.5 | r=0.75 | r=1.0 | empirical | abstain | count |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
-        "| a.tsv | 60.0 | 60.0 | 20.0 | 20.0 | 20.0 | - | 20.0 | 5 |\n"
-        "| b.tsv | 75.0 | 50.0 | 50.0 | 25.0 | 0.0 | - | 0.0 | 4 |\n"
-        "| c.tsv | - | - | - | - | - | 66.7 | 33.3 | 3 |\n"
-        "| envelope (best per radius) | 75.0 | 60.0 | 50.0 | 25.0 | 20.0 | - | - | - |\n"
+        "| file | r=0.0 | r=0.25 | r=0.5 | r=0.75 | r=1.0 | ACR | empirical | abstain | count |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "| a.tsv | 60.0 | 60.0 | 20.0 | 20.0 | 20.0 | 0.387 | - | 20.0 | 5 |\n"
+        "| b.tsv | 75.0 | 50.0 | 50.0 | 25.0 | 0.0 | 0.400 | - | 0.0 | 4 |\n"
+        "| c.tsv | - | - | - | - | - | - | 66.7 | 33.3 | 3 |\n"
+        "| envelope (best per radius) | 75.0 | 60.0 | 50.0 | 25.0 | 20.0 | - | - | - | - |\n"
         "\n"
-        "Unit: certified accuracy (%) at l2 radius r (pixels in [0, 1]); empirical = accuracy (%)"
+        "Unit: certified accuracy (%) at l2 radius r (pixels in [0, 1]); ACR = average certified radius (mean "
+        "of radius x correct, l2); empirical = accuracy (%)"
         " of predict/attack files (abstentions wrong); abstain = abstention rate (%).")
 
 
@@ -183,11 +185,11 @@ def test_format_plain_table_is_aligned_with_envelope_row(files):
     summary = analysis.summarize(["a.tsv", "b.tsv"], [0.0, 0.5])
     lines = analysis.format_table(summary, [0.0, 0.5], "table").splitlines()
     assert lines[:5] == [
-        "file                        r=0.0  r=0.5  abstain  count",
-        "--------------------------  -----  -----  -------  -----",
-        "a.tsv                        60.0   20.0     20.0      5",
-        "b.tsv                        75.0   50.0      0.0      4",
-        "envelope (best per radius)   75.0   50.0        -      -",
+        "file                        r=0.0  r=0.5    ACR  abstain  count",
+        "--------------------------  -----  -----  -----  -------  -----",
+        "a.tsv                        60.0   20.0  0.387     20.0      5",
+        "b.tsv                        75.0   50.0  0.400      0.0      4",
+        "envelope (best per radius)   75.0   50.0      -        -      -",
     ]
     assert "certified accuracy (%)" in lines[5]
 
@@ -196,8 +198,22 @@ def test_table_unit_note_explains_only_the_columns_present(files):
     # Only certify files: no "empirical" column, so no "empirical" in the note either.
     summary = analysis.summarize(["a.tsv", "b.tsv"], RADII)
     assert analysis.format_table(summary, RADII, "markdown").splitlines()[-1] == (
-        "Unit: certified accuracy (%) at l2 radius r (pixels in [0, 1]); abstain = abstention rate (%).")
+        "Unit: certified accuracy (%) at l2 radius r (pixels in [0, 1]); ACR = average certified radius (mean of "
+        "radius x correct, l2); abstain = abstention rate (%).")
     assert "empirical" not in analysis.format_table(summary, RADII, "table")
+    # Only predict/attack files: no ACR column, nor its note.
+    other = analysis.summarize(["c.tsv", "d.tsv"], RADII)
+    assert "ACR" not in analysis.format_table(other, RADII, "table")
+
+
+def test_average_certified_radius_is_the_area_under_the_certified_accuracy_curve(files):
+    loaded = results.read_results("a.tsv")
+    assert analysis.average_certified_radius(loaded) == pytest.approx(0.3874, abs=1e-12)
+    grid = np.linspace(0.0, 2.0, 200_001)  # certified accuracy is 0 beyond the largest radius, 1.23
+    area = np.sum(analysis.certified_accuracy(loaded, grid)[:-1]) * (grid[1] - grid[0])
+    assert area == pytest.approx(0.3874, abs=1e-4)
+    with pytest.raises(ValueError, match="no radius column"):
+        analysis.average_certified_radius(results.read_results("c.tsv"))
     # With a predict file the column and its note are there.
     summary = analysis.summarize(["a.tsv", "c.tsv"], RADII)
     assert "empirical = accuracy (%)" in analysis.format_table(summary, RADII, "table").splitlines()[-1]

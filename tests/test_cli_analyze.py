@@ -54,20 +54,21 @@ def test_analyze_prints_table_with_default_radii_and_envelope(runner):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["file", "r=0.0", "r=0.25", "r=0.5", "r=0.75", "r=1.0",
-                                "empirical", "abstain", "count"]
-    assert lines[2].split() == ["a.tsv", "50.0", "50.0", "0.0", "0.0", "0.0", "-", "25.0", "4"]
-    assert lines[3].split() == ["b.tsv", "50.0", "50.0", "50.0", "50.0", "50.0", "-", "0.0", "2"]
-    assert lines[4].split() == ["c.tsv", "-", "-", "-", "-", "-", "50.0", "0.0", "2"]
+                                "ACR", "empirical", "abstain", "count"]
+    # ACR: a (0.457 + 0.25) / 4 = 0.17675, b 1.1 / 2 = 0.55.
+    assert lines[2].split() == ["a.tsv", "50.0", "50.0", "0.0", "0.0", "0.0", "0.177", "-", "25.0", "4"]
+    assert lines[3].split() == ["b.tsv", "50.0", "50.0", "50.0", "50.0", "50.0", "0.550", "-", "0.0", "2"]
+    assert lines[4].split() == ["c.tsv", "-", "-", "-", "-", "-", "-", "50.0", "0.0", "2"]
     assert lines[5].split() == ["envelope", "(best", "per", "radius)", "50.0", "50.0", "50.0",
-                                "50.0", "50.0", "-", "-", "-"]
+                                "50.0", "50.0", "-", "-", "-", "-"]
 
 
 def test_analyze_json_output_parses_to_the_summary(runner):
     result = runner.invoke(analyze, ["a.tsv", "c.tsv", "--radii", "0,0.5", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
-        "a.tsv": {"certified_accuracy": {"0.0": 0.5, "0.5": 0.0}, "abstain_rate": 0.25,
-                  "count": 4},
+        "a.tsv": {"certified_accuracy": {"0.0": 0.5, "0.5": 0.0}, "acr": pytest.approx(0.17675, abs=1e-12),
+                  "abstain_rate": 0.25, "count": 4},
         "c.tsv": {"empirical_accuracy": 0.5, "abstain_rate": 0.0, "count": 2},
     }
 
@@ -77,9 +78,9 @@ def test_analyze_markdown_output(runner):
     assert result.exit_code == 0, result.output
     # b: the only correct row has radius 1.1: certified at 1.0 (1/2), not at 1.25.
     assert result.stdout.splitlines()[:3] == [
-        "| file | r=1.0 | r=1.25 | abstain | count |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        "| b.tsv | 50.0 | 0.0 | 0.0 | 2 |",
+        "| file | r=1.0 | r=1.25 | ACR | abstain | count |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| b.tsv | 50.0 | 0.0 | 0.550 | 0.0 | 2 |",
     ]
 
 
@@ -92,7 +93,7 @@ def test_analyze_writes_plot(runner, tmp_path):
 def test_analyze_tolerates_trailing_blank_lines(runner):
     result = runner.invoke(analyze, ["trailing.tsv", "--radii", "0,1.0"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[2].split() == ["trailing.tsv", "50.0", "50.0", "0.0", "2"]
+    assert result.stdout.splitlines()[2].split() == ["trailing.tsv", "50.0", "50.0", "0.550", "0.0", "2"]
 
 
 def test_analyze_comma_separated_file_gives_one_line_hint(runner):

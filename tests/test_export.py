@@ -25,7 +25,7 @@ from tfsmooth.smoothing import SmoothedClassifier
 
 SIGMA, N0, N, ALPHA, BATCH, BLOCK, SEED = 0.25, 20, 100, 0.01, 160, 16, 11
 SIGNATURE_INPUTS = {"serving_default": {"images", "seed"}, "certify": {"images", "seed"},
-                    "base_logits": {"images"}, "metadata": set()}
+                    "t_certify": {"images", "seed"}, "base_logits": {"images"}, "metadata": set()}
 # The outputs of the module docstring and the README's signature table: (dtype, shape), B = None, K = 4.
 SIGNATURE_OUTPUTS = {
     "serving_default": {"label": (tf.int64, [None]), "counts": (tf.int64, [None, 4]),
@@ -33,10 +33,14 @@ SIGNATURE_OUTPUTS = {
     "certify": {"label": (tf.int64, [None]), "radius": (tf.float64, [None]), "p_a_lower": (tf.float64, [None]),
                 "counts": (tf.int64, [None, 4]), "selection_counts": (tf.int64, [None, 4]),
                 "seed": (tf.int64, [None])},
+    "t_certify": {"label": (tf.int64, [None]), "radius": (tf.float64, [None]), "p_a_lower": (tf.float64, [None]),
+                  "p_b_upper": (tf.float64, [None]), "runner_up": (tf.int64, [None]),
+                  "counts": (tf.int64, [None, 4]), "selection_counts": (tf.int64, [None, 4]),
+                  "seed": (tf.int64, [None])},
     "base_logits": {"logits": (tf.float32, [None, 4])},
 }
 METADATA_OUTPUTS = {"sigma", "n0", "n", "alpha", "noise_block", "batch_size", "num_classes", "image_shape",
-                    "class_names", "compute_dtype"}
+                    "class_names", "compute_dtype", "alpha_split"}
 # `make test` installs saved_model_cli and tensorflow-serving-api and sets this: their tests fail, not skip.
 REQUIRE_SERVING_TOOLS = os.environ.get("TFSMOOTH_REQUIRE_SERVING_TOOLS") == "1"
 
@@ -78,6 +82,7 @@ def expected(smoothed, images):
     shared model without using these answers request this fixture for its guard."""
     certs = smoothed.certify_batch(images, N0, N, ALPHA, BATCH, seed=SEED)
     preds = smoothed.predict_batch(images, N, ALPHA, BATCH, seed=SEED)
+    tight = smoothed.certify_batch(images, N0, N, ALPHA, BATCH, seed=SEED, method="t-certify")
     other_seed = smoothed.certify_batch(images, N0, N, ALPHA, BATCH, seed=SEED + 1)
     _assert_counts_depend_on_noise(np.stack([c.counts for c in certs]), np.stack([c.counts for c in other_seed]))
     return {
@@ -86,6 +91,12 @@ def expected(smoothed, images):
         "certify/p_a_lower": np.array([c.p_a_lower for c in certs]),
         "certify/counts": np.stack([c.counts for c in certs]),
         "certify/selection_counts": np.stack([c.selection_counts for c in certs]),
+        "t_certify/label": np.array([c.label for c in tight]),
+        "t_certify/radius": np.array([c.radius for c in tight]),
+        "t_certify/p_a_lower": np.array([c.p_a_lower for c in tight]),
+        "t_certify/p_b_upper": np.array([c.p_b_upper for c in tight]),
+        "t_certify/runner_up": np.array([c.runner_up for c in tight]),
+        "t_certify/counts": np.stack([c.counts for c in tight]),
         "serving_default/label": np.array([p.label for p in preds]),
         "serving_default/p_value": np.array([p.p_value for p in preds]),
         "serving_default/counts": np.stack([p.counts for p in preds]),
@@ -119,6 +130,8 @@ def _assert_matches_library(outputs, expected, names=("certify", "serving_defaul
                     np.testing.assert_array_equal(got, want, err_msg=key)
                 if key.endswith(("/radius", "/p_a_lower")):
                     assert got.dtype == np.float64 and np.all(got <= want), (key, got, want)
+                if key.endswith("/p_b_upper"):
+                    assert got.dtype == np.float64 and np.all(got >= want), (key, got, want)
                 if key.endswith("/p_value"):
                     assert got.dtype == np.float64 and np.all(got >= want), (key, got, want)
 
@@ -153,7 +166,7 @@ def test_signatures_have_the_documented_inputs_and_seed_default(version_dir):
         assert set(defs[name].inputs) == inputs, name
     assert set(defs["serving_default"].outputs) == {"label", "counts", "p_value", "seed"}
     assert set(defs["certify"].outputs) == {"label", "radius", "p_a_lower", "counts", "selection_counts", "seed"}
-    for name in ("serving_default", "certify"):  # omitted seed -> empty vector -> fresh seed
+    for name in ("serving_default", "certify", "t_certify"):  # omitted seed -> empty vector -> fresh seed
         assert tf.make_ndarray(defs[name].defaults["seed"]).shape == (0,)
 
 
@@ -172,6 +185,16 @@ def test_signature_outputs_have_the_documented_dtypes_and_shapes(version_dir, lo
 
 
 # ------------------------------------------------------------------------- same answers as the library
+def test_t_certify_signature_reproduces_the_library_and_shares_certify_draws(loaded, images, expected):
+    outputs = {**_call(loaded, "t_certify", images, SEED), **_call(loaded, "certify", images, SEED)}
+    _assert_matches_library(outputs, expected, names=("t_certify",))
+    np.testing.assert_array_equal(outputs["t_certify/counts"], outputs["certify/counts"])
+    np.testing.assert_array_equal(outputs["t_certify/selection_counts"], outputs["certify/selection_counts"])
+    answered = expected["t_certify/label"] >= 0
+    assert answered.any(), "no image is certified: the radius comparison would be vacuous"
+    assert loaded.signatures["metadata"]()["alpha_split"].numpy() == 0.5
+
+
 def test_loaded_signatures_reproduce_library_counts_labels_and_radii(loaded, images, expected):
     outputs = {**_call(loaded, "certify", images, SEED), **_call(loaded, "serving_default", images, SEED)}
     _assert_matches_library(outputs, expected)

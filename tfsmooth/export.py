@@ -16,7 +16,7 @@ Signatures (B images per request; pixels float32 in [0, 1]; K classes):
   draws), `selection_counts` int64 [B, K] (the n0 selection draws), `seed` int64 [B].
 * `t_certify` (T-CERTIFY, Feng et al. 2020; `tfsmooth.stats.decide_certificate` with `alpha_split`): same inputs and
   outputs as `certify`, plus `p_b_upper` float64 [B] (the runner-up's upper bound, capped at 1 - p_a_lower) and
-  `runner_up` int64 [B] (the class that gave it; -1 when capped); radius = sigma / 2 * (Phi^-1(p_a_lower) -
+  `runner_up` int64 [B] (the class whose count gave it); radius = sigma / 2 * (Phi^-1(p_a_lower) -
   Phi^-1(p_b_upper)), from the same draws as `certify` for the same seed.
 * `base_logits`: input `images`; output `logits` float32 [B, K], the base classifier without noise.
 * `metadata`: no input; sigma, n0, n, alpha, noise_block, batch_size, num_classes, image_shape,
@@ -372,8 +372,8 @@ def tf_t_certify_decision(selection_counts, estimation_counts, sigma: float, alp
     Returns:
         (label int64 [B], radius float64 [B], p_a_lower float64 [B], p_b_upper float64 [B], runner_up int64 [B]):
         label c_A (the top selection class, ties: lowest index) when p_a_lower > p_b_upper, else ABSTAIN with radius 0;
-        runner_up the estimation argmax over the other classes (ties: lowest index), -1 where the cap 1 - p_a_lower
-        was used.
+        runner_up the estimation argmax over the other classes (ties: lowest index), whose bound is capped at
+        1 - p_a_lower.
     """
     alpha_a = alpha * alpha_split
     alpha_b = alpha - alpha_a
@@ -387,10 +387,7 @@ def tf_t_certify_decision(selection_counts, estimation_counts, sigma: float, alp
     top_other = tf.math.top_k(others, k=1)
     runner_up = tf.cast(top_other.indices[:, 0], tf.int64)
     p_b_upper = tf_clopper_pearson_upper(top_other.values[:, 0], n, alpha_b)
-    cap = 1.0 - p_a_lower
-    capped = p_b_upper > cap
-    p_b_upper = tf.where(capped, cap, p_b_upper)
-    runner_up = tf.where(capped, tf.constant(-1, tf.int64), runner_up)
+    p_b_upper = tf.minimum(p_b_upper, 1.0 - p_a_lower)
     answer = p_a_lower > p_b_upper
     safe_a = tf.where(answer, p_a_lower, 0.75 * tf.ones_like(p_a_lower))  # keep ndtri finite off the answers
     safe_b = tf.where(answer, p_b_upper, 0.25 * tf.ones_like(p_b_upper))

@@ -41,7 +41,8 @@ class Certificate:
         seed: the seed of the noise (the one drawn when `seed=None` was passed), to reproduce it.
         p_b_upper: upper bound on max_{c != c_A} P(f(x + delta) = c): 1 - p_a_lower for "cohen", the
             runner-up's Clopper-Pearson bound (capped at 1 - p_a_lower) for "t-certify".
-        runner_up: the class whose estimation count gave p_b_upper (-1 for "cohen" or when capped).
+        runner_up: "t-certify": the class other than c_A with the largest estimation count, whose upper
+            bound (capped at 1 - p_a_lower) is p_b_upper; -1 for "cohen".
         alpha_a: the failure probability spent on p_a_lower (alpha for "cohen").
         method: "cohen" or "t-certify".
     """
@@ -253,7 +254,8 @@ class SmoothedClassifier:
         alpha_split = stats.check_alpha_split(alpha_split)
         n0 = self._check_draws(stats.check_count(n0, "n0"), "n0")
         minimum = stats.min_n_to_certify(alpha) if method == "cohen" else stats.min_n_to_t_certify(alpha, alpha_split)
-        n = self._check_n(n, alpha, minimum, method)
+        n = self._check_n(n, alpha, minimum, "certify" if method == "cohen" else
+                          f"certify with t-certify (alpha_split={alpha_split})")
         batch_size = self._batch_size(batch_size)
         seed = _resolve_seed(seed)
         return self._certify_stream(_keyed_examples(examples), n0, n, alpha, batch_size, seed, method, alpha_split)

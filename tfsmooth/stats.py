@@ -298,7 +298,8 @@ class Decision(NamedTuple):
         p_b_upper: upper confidence bound on max_{c != c_A} P(f(x + delta) = c): for "cohen" 1 - p_a_lower;
             for "t-certify" the runner-up's Clopper-Pearson bound at level alpha - alpha_a, capped at
             1 - p_a_lower.
-        runner_up: the class whose count gave p_b_upper (-1 for "cohen", or when the cap was used).
+        runner_up: "t-certify": the estimation argmax over the classes other than c_A, whose count gave p_b_upper
+            before the cap; -1 for "cohen".
         alpha_a: the failure probability spent on p_a_lower (alpha for "cohen", alpha * split for "t-certify").
     """
 
@@ -435,8 +436,7 @@ def decide_certificate(selection_counts: np.ndarray, estimation_counts: np.ndarr
     others[c_a] = -1
     runner_up = int(np.argmax(others))
     p_b_upper = float(clopper_pearson_upper(int(others[runner_up]), n, alpha - alpha_a))
-    if p_b_upper > 1.0 - p_a_lower:
-        p_b_upper, runner_up = 1.0 - p_a_lower, -1
+    p_b_upper = min(p_b_upper, 1.0 - p_a_lower)
     if not p_a_lower > p_b_upper:
         return Decision(ABSTAIN, 0.0, p_a_lower, p_b_upper, runner_up, alpha_a)
     return Decision(c_a, float(t_certify_radius(sigma, p_a_lower, p_b_upper)), p_a_lower, p_b_upper, runner_up,

@@ -147,7 +147,7 @@ def _run(config, out, on_row, kind, restart, also=()):
     for each in (config, *(other for other, _ in also)):
         minimum = each.min_n(kind)
         if each.n < minimum:
-            what = kind if kind == "predict" else each.method
+            what = kind if kind == "predict" or each.method == "cohen" else "certify with t-certify"
             raise ValueError(f"n={each.n} is too small to ever {what} at alpha={each.alpha}"
                              f"{'' if each.method == 'cohen' else f' (alpha_split={each.alpha_split})'}: "
                              f"use n >= {minimum}")
