@@ -44,6 +44,32 @@ def linear_classifier(w, b):
     return _dense_model(kernel, np.array([0.0, b]))
 
 
+def interval_classifier(u, thresholds):
+    """f(x) = the number of thresholds below u.x: classes 0..K-1 are the intervals of one projection.
+
+    Logit c is c (u.x) - (b_1 + ... + b_c), so logit c - logit (c - 1) = u.x - b_c: with increasing
+    thresholds the argmax is the interval of u.x. Under delta ~ N(0, sigma^2 I), u.(x + delta) ~
+    N(u.x, sigma^2 |u|^2), so p_c = Phi((b_{c+1} - u.x) / (sigma |u|)) - Phi((b_c - u.x) / (sigma |u|)),
+    with b_0 = -inf and b_K = +inf (`interval_probabilities`).
+    """
+    u = np.asarray(u, np.float64).reshape(-1)
+    thresholds = np.asarray(thresholds, np.float64)
+    classes = np.arange(thresholds.size + 1)
+    kernel = u[:, None] * classes[None, :]
+    bias = -np.concatenate([[0.0], np.cumsum(thresholds)])
+    return _dense_model(kernel, bias)
+
+
+def interval_probabilities(u, thresholds, x, sigma):
+    """The exact class probabilities [K] of `interval_classifier(u, thresholds)` at x under N(0, sigma^2 I)."""
+    from scipy.stats import norm
+
+    u = np.asarray(u, np.float64).reshape(-1)
+    mean = float(u @ np.asarray(x, np.float64).reshape(-1))
+    edges = np.concatenate([[-np.inf], thresholds, [np.inf]])
+    return np.diff(norm.cdf((edges - mean) / (sigma * np.linalg.norm(u))))
+
+
 def randomize_batch_norms(model, seed=0):
     """Moving statistics far from the initial (0, 1), so an unfolded or mis-folded norm shows."""
     rng = np.random.default_rng(seed)
