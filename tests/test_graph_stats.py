@@ -165,6 +165,39 @@ def test_certify_decision_breaks_ties_by_lowest_index_and_abstains_below_half():
         assert radius[row] == pytest.approx(lib_radius, abs=1e-12)
 
 
+def test_t_certify_decision_agrees_with_the_host_and_errs_on_the_safe_side_up_to_the_largest_n():
+    # Ten classes, Dirichlet(0.3) probabilities (mass often spread over several classes), n up to MAX_N, and the
+    # ends: unanimous estimation draws (p_b_upper from a count of 0) and a tie between c_A and the runner-up.
+    rng = np.random.default_rng(11)
+    rows = []
+    for n in (11, 20, 100, 1_000, 10_000, 100_000, 1_000_000, export.MAX_N):
+        for _ in range(12):
+            p = rng.dirichlet(np.full(10, 0.3))
+            rows.append((rng.multinomial(100, p), rng.multinomial(n, p)))
+        rows.append((np.eye(10, dtype=np.int64)[3] * 100, np.eye(10, dtype=np.int64)[3] * n))
+        rows.append((np.eye(10, dtype=np.int64)[0] * 100, np.r_[n // 2, n - n // 2, np.zeros(8, np.int64)]))
+    selection, estimation = (np.stack(v) for v in zip(*rows))
+    decide = tf.function(export.tf_t_certify_decision, reduce_retracing=True)
+    worst = {"p_a_lower": 0.0, "p_b_upper": 0.0, "radius": 0.0}
+    for alpha, split in [(1e-6, 0.5), (0.001, 0.5), (0.001, 0.1), (0.001, 0.9), (0.05, 0.3)]:
+        label, radius, p_a, p_b, runner_up = (t.numpy() for t in decide(selection, estimation, 0.5, alpha, split))
+        host = [stats.decide_certificate(s, e, 0.5, alpha, "t-certify", split) for s, e in rows]
+        np.testing.assert_array_equal(runner_up, [d.runner_up for d in host])
+        host_p_a, host_p_b = np.array([d.p_a_lower for d in host]), np.array([d.p_b_upper for d in host])
+        host_radius = np.array([d.radius for d in host])
+        assert np.all(p_a <= host_p_a) and np.all(p_b >= host_p_b)  # exact comparisons: conservative
+        near_tie = np.abs(host_p_a - host_p_b) < 1e-8  # where a 1e-9 conservative shift may turn an answer off
+        np.testing.assert_array_equal(label[~near_tie], np.array([d.label for d in host])[~near_tie])
+        answered = (label != stats.ABSTAIN) & ~near_tie
+        assert np.all(radius <= host_radius) and np.all(radius[label == stats.ABSTAIN] == 0.0)
+        worst["p_a_lower"] = max(worst["p_a_lower"], np.max(host_p_a - p_a))
+        worst["p_b_upper"] = max(worst["p_b_upper"], np.max(p_b - host_p_b))
+        worst["radius"] = max(worst["radius"], np.max((host_radius - radius)[answered]))
+    # Measured: 3.7e-11, 4.3e-11 and 1.5e-8 (sigma 0.5; the radius error is the bounds' times 1 / phi(ndtri(p))).
+    assert worst["p_a_lower"] <= 1e-9 and worst["p_b_upper"] <= 1e-9, worst
+    assert worst["radius"] <= 1e-7, worst
+
+
 def test_predict_decision_tests_the_top_two_counts_not_the_top_count_out_of_n():
     # [60, 10, 30]: PREDICT tests n_A = 60 against n_A + n_B = 90 (the top two): p = 0.00206 <= 0.01 -> label 0.
     # A test of n_A = 60 out of n = 100 would give p = 0.057 > 0.01 and abstain.

@@ -75,10 +75,11 @@ STREAM_ATTACK = 3
 """Stream of the m noise draws a SmoothAdv evaluation attack reuses (`tfsmooth.jobs.attack`); tag 4."""
 STREAMS = (STREAM_SELECTION, STREAM_ESTIMATION, STREAM_PREDICT, STREAM_ATTACK)
 """Every stream in use. Stream s is domain tag s + 1; streams 4, 5, 6 (tags 5, 6, 7) are reserved
-for T-CERTIFY's runner-up draws, sample-wise sigma selection and sequential certification. Any
-other value would reach a step domain (tags 8-15) or overflow: callers validate the stream."""
-RESERVED_STREAMS = {4: "T-CERTIFY runner-up draws", 5: "sample-wise noise-level selection",
-                    6: "sequential certification"}
+(`RESERVED_STREAMS`). T-CERTIFY draws nothing of its own: it bounds c_A and the runner-up on the same
+estimation draws (`tfsmooth.stats.decide_certificate`), so its counts are CERTIFY's. Any other value
+would reach a step domain (tags 8-15) or overflow: callers validate the stream."""
+RESERVED_STREAMS = {4: "free (once kept for T-CERTIFY runner-up draws, which it does not need)",
+                    5: "sample-wise noise-level selection", 6: "sequential certification"}
 """Streams (tags 5-7) kept free for later issues; `block_seeds` accepts them already."""
 
 MAX_KEY = 2**28
