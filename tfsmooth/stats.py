@@ -22,6 +22,18 @@ ABSTAIN = -1
 """Label returned by the smoothed classifier when it declines to answer."""
 
 
+def _binomial_arguments(k, n, alpha):
+    """(alpha, k, n as float64 arrays) of a Clopper-Pearson bound, checked; raises as `clopper_pearson_lower`."""
+    alpha = check_alpha(alpha)
+    k_arr = np.asarray(k)
+    n_arr = np.asarray(n)
+    if np.any(n_arr < 1):
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    if np.any(k_arr < 0) or np.any(k_arr > n_arr):
+        raise ValueError(f"k must be in [0, n], got k={k!r}, n={n!r}")
+    return alpha, k_arr.astype(np.float64), n_arr.astype(np.float64)
+
+
 def clopper_pearson_lower(k, n, alpha):
     """One-sided (1 - alpha) Clopper-Pearson lower confidence bound on a binomial proportion.
 
@@ -40,15 +52,7 @@ def clopper_pearson_lower(k, n, alpha):
     Raises:
         ValueError: if alpha is outside (0, 1), n < 1, or k outside [0, n].
     """
-    alpha = check_alpha(alpha)
-    k_arr = np.asarray(k)
-    n_arr = np.asarray(n)
-    if np.any(n_arr < 1):
-        raise ValueError(f"n must be >= 1, got {n!r}")
-    if np.any(k_arr < 0) or np.any(k_arr > n_arr):
-        raise ValueError(f"k must be in [0, n], got k={k!r}, n={n!r}")
-    k_f = k_arr.astype(np.float64)
-    n_f = n_arr.astype(np.float64)
+    alpha, k_f, n_f = _binomial_arguments(k, n, alpha)
     with np.errstate(invalid="ignore"):
         bound = _st.beta.ppf(alpha, np.maximum(k_f, 1.0), n_f - k_f + 1.0)
     bound = np.where(k_f == 0, 0.0, bound)
@@ -66,15 +70,7 @@ def clopper_pearson_upper(k, n, alpha):
 
     Args, Returns, Raises: as `clopper_pearson_lower`.
     """
-    alpha = check_alpha(alpha)
-    k_arr = np.asarray(k)
-    n_arr = np.asarray(n)
-    if np.any(n_arr < 1):
-        raise ValueError(f"n must be >= 1, got {n!r}")
-    if np.any(k_arr < 0) or np.any(k_arr > n_arr):
-        raise ValueError(f"k must be in [0, n], got k={k!r}, n={n!r}")
-    k_f = k_arr.astype(np.float64)
-    n_f = n_arr.astype(np.float64)
+    alpha, k_f, n_f = _binomial_arguments(k, n, alpha)
     with np.errstate(invalid="ignore"):
         bound = _st.beta.isf(alpha, k_f + 1.0, np.maximum(n_f - k_f, 1.0))
     bound = np.where(k_f == n_f, 1.0, bound)
