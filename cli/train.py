@@ -1,4 +1,4 @@
-"""`tfsmooth train`: train a base classifier with Gaussian data augmentation."""
+"""`tfsmooth train`: train a base classifier (Gaussian augmentation, SmoothAdv, MACER, ADRE, consistency)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from tfsmooth.cli._common import (ARCHITECTURE, COUNT, NON_NEGATIVE, NON_NEGATIV
 
 
 DEFAULTS = registry.SMOOTHADV_DEFAULTS
+MACER, ADRE, CONSISTENCY = registry.MACER_DEFAULTS, registry.ADRE_DEFAULTS, registry.CONSISTENCY_DEFAULTS
+METHOD_OPTIONS = sorted({name for defaults in registry.METHOD_DEFAULTS.values() for name in defaults})
+"""The fields of every method's config: the options `train` hands to `jobs.train.method_config_for`."""
 
 
 def _smoothadv_options(function):
@@ -18,14 +21,29 @@ def _smoothadv_options(function):
     options = [
         click.option("--method", type=TRAINING_METHOD, default="gaussian", show_default=True,
                      help="gaussian: Gaussian data augmentation (Cohen et al.); smoothadv: SmoothAdv adversarial "
-                          "training (Salman et al. 2019)."),
+                          "training (Salman et al. 2019); macer: MACER (Zhai et al. 2020); adre: ADRE (Feng et al. "
+                          "2020); consistency: consistency regularization (Jeong & Shin 2020)."),
         click.option("--attack", type=SMOOTHADV_ATTACK, default=None,
                      help=f"[smoothadv] SmoothAdv attack (default {DEFAULTS['attack']})."),
         click.option("--epsilon", type=NON_NEGATIVE_REAL, default=None,
                      help=f"[smoothadv] l2 attack radius, pixels in [0, 1] (default {DEFAULTS['epsilon']})."),
         click.option("--num-steps", type=COUNT, default=None, help=f"[smoothadv] attack steps T (default {DEFAULTS['num_steps']})."),
         click.option("--num-noise-vec", type=COUNT, default=None,
-                     help=f"[smoothadv] noise draws m per image, for the attack and the loss (default {DEFAULTS['num_noise_vec']})."),
+                     help=f"[smoothadv] noise draws m per image, for the attack and the loss (default "
+                          f"{DEFAULTS['num_noise_vec']}); [macer, adre, consistency] noisy copies k (m) per image "
+                          f"(defaults {MACER['num_noise_vec']}, {ADRE['num_noise_vec']}, "
+                          f"{CONSISTENCY['num_noise_vec']})."),
+        click.option("--lbd", type=NON_NEGATIVE_REAL, default=None,
+                     help=f"[macer, adre, consistency] weight lambda of the regularizer (defaults {MACER['lbd']}, "
+                          f"{ADRE['lbd']}, {CONSISTENCY['lbd']}; the papers' at sigma = 0.25)."),
+        click.option("--gamma", type=POSITIVE, default=None,
+                     help=f"[macer] hinge threshold gamma (default {MACER['gamma']})."),
+        click.option("--beta", type=POSITIVE, default=None,
+                     help=f"[macer] inverse temperature beta of the robustness term (default {MACER['beta']})."),
+        click.option("--eta", type=NON_NEGATIVE_REAL, default=None,
+                     help=f"[consistency] weight eta of the entropy term (default {CONSISTENCY['eta']})."),
+        click.option("--floor", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
+                     help=f"[adre] floor of p_B inside ADRE's log (default {ADRE['floor']})."),
         click.option("--warmup", "warmup_epochs", type=COUNT, default=None,
                      help=f"[smoothadv] epochs of the linear epsilon warm-up; 1 = none (default {DEFAULTS['warmup_epochs']})."),
         click.option("--multi-noise/--no-multi-noise", default=None,
@@ -76,11 +94,14 @@ def _smoothadv_options(function):
 @_smoothadv_options
 def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_decay, val_examples, outdir,
           data_dir, seed, **smoothadv):
-    """Train a base classifier under Gaussian noise (Cohen et al. 2019, Sec. 3.3) or by SmoothAdv.
+    """Train a base classifier under Gaussian noise (Cohen et al. 2019, Sec. 3.3), by SmoothAdv, MACER, ADRE or
+    consistency regularization.
 
     With --method smoothadv, each batch is attacked (SmoothAdv-PGD or -DDN, radius --epsilon,
     --num-steps steps, --num-noise-vec noise draws) and the model trains on Gaussian copies of the
-    attacked images (Salman et al. 2019, Pseudocode 1).
+    attacked images (Salman et al. 2019, Pseudocode 1). macer, adre and consistency train on
+    --num-noise-vec Gaussian copies of each image with their regularized losses (weight --lbd);
+    log.csv gets one column per loss term.
 
     Writes OUTDIR/base_model.keras (what `certify` takes), config.json, log.csv (one row per
     epoch) and a checkpoint after every epoch.
@@ -88,7 +109,7 @@ def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_dec
     quiet_tensorflow()
     from tfsmooth import jobs
 
-    method_options = {name: smoothadv.pop(name) for name in DEFAULTS}
+    method_options = {name: smoothadv.pop(name) for name in METHOD_OPTIONS}
     restart = smoothadv.pop("restart")
     with library_errors():
         method = smoothadv.pop("method")

@@ -293,7 +293,7 @@ SMOOTHADV_FIELDS = ("attack", "epsilon", "num_steps", "num_noise_vec", "warmup_e
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(method="macer"), "method"),
+    (dict(method="randomized"), "method"),
     (dict(epsilon=0.5), "epsilon: only for method='smoothadv', got method='gaussian'"),
     (dict(method="smoothadv", attack="cw"), "attack"),
     (dict(method="smoothadv", epsilon=-1.0), "epsilon"),

@@ -208,9 +208,12 @@ def test_rejects_bad_seed(seed):
 
 
 def test_methods_registry_builds_each_method_from_its_config():
-    assert set(training.METHODS) == {"gaussian", "smoothadv"}
+    assert set(training.METHODS) == {"gaussian", "smoothadv", "macer", "adre", "consistency"}
     for name, config in (("gaussian", training.GaussianConfig()),
-                         ("smoothadv", training.SmoothAdvConfig(attack="ddn", epsilon=0.5, num_steps=2))):
+                         ("smoothadv", training.SmoothAdvConfig(attack="ddn", epsilon=0.5, num_steps=2)),
+                         ("macer", training.MACERConfig(num_noise_vec=4, lbd=6.0)),
+                         ("adre", training.ADREConfig(lbd=0.3)),
+                         ("consistency", training.ConsistencyConfig(eta=0.1))):
         method = training.METHODS[name]
         assert isinstance(config, method.config_class)
         model = method.build(models.small_cnn(10), 0.25, config, 3)

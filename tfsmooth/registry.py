@@ -18,8 +18,9 @@ EVALUATION_ATTACKS = (*SMOOTHADV_ATTACKS, "base-pgd")
 ESTIMATORS = ("plug_in", "stein")
 """Gradient estimators of SmoothAdv-PGD: eq. (6) by automatic differentiation, or Stein's eq. (7)."""
 
-TRAINING_METHODS = ("gaussian", "smoothadv")
-"""Training methods: Gaussian data augmentation (Cohen et al. 2019) and SmoothAdv (Salman et al. 2019)."""
+TRAINING_METHODS = ("gaussian", "smoothadv", "macer", "adre", "consistency")
+"""Training methods: Gaussian data augmentation (Cohen et al. 2019), SmoothAdv (Salman et al. 2019), MACER (Zhai et
+al. 2020), ADRE (Feng et al. 2020) and consistency regularization (Jeong & Shin 2020)."""
 
 ARCHITECTURES = ("cifar_resnet20", "cifar_resnet56", "cifar_resnet110", "small_cnn")
 """Base classifier architectures of `tfsmooth.models.get_model`."""
@@ -46,6 +47,17 @@ SMOOTHADV_DEFAULTS = {"attack": "pgd", "epsilon": 0.25, "num_steps": 10, "num_no
                       "multi_noise": True}
 """The typical from-scratch CIFAR-10 run of Salman et al. 2019 (METHODS.md §2): the defaults of
 `tfsmooth.training.SmoothAdvConfig` and of `tfsmooth train --method smoothadv`."""
+
+
+MACER_DEFAULTS = {"num_noise_vec": 16, "lbd": 12.0, "gamma": 8.0, "beta": 16.0}
+"""MACER's CIFAR-10 defaults at sigma = 0.25 (Zhai et al. 2020; METHODS.md §3)."""
+ADRE_DEFAULTS = {"num_noise_vec": 8, "lbd": 0.1, "floor": 1e-4}
+"""ADRE's defaults: k and lambda of the public reimplementation (METHODS.md §4), the floor this library's."""
+CONSISTENCY_DEFAULTS = {"num_noise_vec": 2, "lbd": 20.0, "eta": 0.5}
+"""Consistency regularization's defaults at sigma = 0.25 (Jeong & Shin 2020; METHODS.md §4b)."""
+METHOD_DEFAULTS = {"smoothadv": SMOOTHADV_DEFAULTS, "macer": MACER_DEFAULTS, "adre": ADRE_DEFAULTS,
+                   "consistency": CONSISTENCY_DEFAULTS}
+"""The options of each training method that has some, with their defaults (`tfsmooth train`)."""
 
 
 def check_covers(implemented, names, what: str) -> None:

@@ -21,6 +21,9 @@ copies (`noisy_copies`, Gaussian by default) and a frozen config dataclass, regi
   attack of `attacks.SMOOTHADV_ATTACKS` on the smoothed soft classifier with them, then the
   k = m copies x_adv + delta_i (or k = 1 without `multi_noise`); the compiled loss, the mean over
   all B * k copies with each sample weight repeated over its copies.
+* "macer", "adre", "consistency": `MACERModel`, `ADREModel`, `ConsistencyModel` (`RegularizedTrainer`), with
+  `MACERConfig`, `ADREConfig`, `ConsistencyConfig` -- k = `num_noise_vec` Gaussian copies and the per-example
+  losses of `tfsmooth.losses` (Zhai et al. 2020; Feng et al. 2020; Jeong & Shin 2020), not the compiled loss.
 
 The models override only `train_step`/`test_step` (keras-io, "Customizing what happens in fit"),
 through public Keras API: `compute_loss`, `optimizer.scale_loss` (loss scaling for mixed
@@ -57,13 +60,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import random
 from typing import Callable, NamedTuple
 
 import keras
 import tensorflow as tf
 
-from tfsmooth import attacks, checks, noise, registry
+from tfsmooth import attacks, checks, losses, noise, registry
 from tfsmooth.models.folding import fold_batch_norm
 
 SMOOTHADV_ATTACKS = tuple(attacks.SMOOTHADV_ATTACKS)
@@ -134,6 +138,94 @@ class SmoothAdvConfig(_JsonConfig):
             object.__setattr__(self, name, checks.check_count(getattr(self, name), name))
         if not isinstance(self.multi_noise, bool):
             raise ValueError(f"multi_noise must be True or False, got {self.multi_noise!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MACERConfig(_JsonConfig):
+    """MACER (Zhai et al., ICLR 2020, Algorithm 1; METHODS.md §3): the paper's CIFAR-10 defaults at sigma = 0.25.
+
+    Attributes:
+        num_noise_vec: noisy copies k per example, >= 1 (paper: 16).
+        lbd: weight lambda of the robustness term, >= 0 (paper: 12 at sigma = 0.25, 4 in reruns at 0.5).
+        gamma: hinge threshold, > 0 (paper: 8).
+        beta: inverse temperature of the robustness term's soft smoothed classifier, > 0 (paper: 16).
+    """
+
+    num_noise_vec: int = registry.MACER_DEFAULTS["num_noise_vec"]
+    lbd: float = registry.MACER_DEFAULTS["lbd"]
+    gamma: float = registry.MACER_DEFAULTS["gamma"]
+    beta: float = registry.MACER_DEFAULTS["beta"]
+
+    def __post_init__(self):
+        _check_fields(self, non_negative=("lbd",), positive=("gamma", "beta"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ADREConfig(_JsonConfig):
+    """ADRE (Feng et al., AAAI 2020; METHODS.md §4, the public reimplementation's form and defaults).
+
+    Attributes:
+        num_noise_vec: noisy copies k per example, >= 1 (reimplementation: 8).
+        lbd: weight lambda of the log p_B term, >= 0 (reimplementation: 0.1).
+        floor: floor of G_c_hat inside the log, in (0, 1) (`losses.adre_terms`; default 1e-4).
+    """
+
+    num_noise_vec: int = registry.ADRE_DEFAULTS["num_noise_vec"]
+    lbd: float = registry.ADRE_DEFAULTS["lbd"]
+    floor: float = registry.ADRE_DEFAULTS["floor"]
+
+    def __post_init__(self):
+        _check_fields(self, non_negative=("lbd",), positive=("floor",))
+        if self.floor >= 1.0:
+            raise ValueError(f"floor must be in (0, 1), got {self.floor!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsistencyConfig(_JsonConfig):
+    """Consistency regularization (Jeong & Shin, NeurIPS 2020; METHODS.md §4b): the defaults at sigma = 0.25.
+
+    Attributes:
+        num_noise_vec: noisy copies m per example, >= 1 (paper: 2).
+        lbd: weight lambda of the KL term, >= 0 (paper: 20 at sigma = 0.25, 10 at sigma >= 0.5).
+        eta: weight eta of the entropy term, >= 0 (paper: 0.5).
+    """
+
+    num_noise_vec: int = registry.CONSISTENCY_DEFAULTS["num_noise_vec"]
+    lbd: float = registry.CONSISTENCY_DEFAULTS["lbd"]
+    eta: float = registry.CONSISTENCY_DEFAULTS["eta"]
+
+    def __post_init__(self):
+        _check_fields(self, non_negative=("lbd", "eta"))
+
+
+def _check_fields(config, non_negative=(), positive=()):
+    """Validates (and normalizes to int / float) a regularized method's config: num_noise_vec >= 1, the
+    `non_negative` fields finite and >= 0, the `positive` ones finite and > 0; raises ValueError naming the field."""
+    object.__setattr__(config, "num_noise_vec", checks.check_count(config.num_noise_vec, "num_noise_vec"))
+    for name in non_negative:
+        object.__setattr__(config, name, _non_negative(getattr(config, name), name))
+    for name in positive:
+        object.__setattr__(config, name, _positive(getattr(config, name), name))
+
+
+def _real(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _non_negative(value, name):
+    value = _real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+def _positive(value, name):
+    value = _real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
 
 
 # ------------------------------------------------------------------------------------ skeleton
@@ -555,6 +647,151 @@ class SmoothAdvModel(GaussianAugmentedModel):
         return config
 
 
+class RegularizedTrainer(SmoothingTrainer):
+    """A method whose loss is a weighted sum of per-example terms over k Gaussian copies (MACER, ADRE, consistency).
+
+    Subclasses give `config_class`, `TERMS` (the names of the terms, logged as metrics of `fit`: `log.csv` gets
+    one column per term, the epoch mean over examples) and `example_terms(y, logits) -> (loss [B], {name: [B]})`.
+    The loss a step follows is sum_b w_b loss_b / B (w_b the sample weights, 1 without) plus the regularization
+    losses (weight decay), as this replica's share: divided by `num_replicas_in_sync` (`SmoothingTrainer`).
+    The copies are x + delta_bi, [B, k, H, W, C], delta_bi ~ N(0, sigma^2 I) from `noise.TRAIN_NOISE` (the
+    default `noisy_copies`); `num_copies` is the config's `num_noise_vec`. The compiled loss is not used in
+    training (each method defines its own cross-entropy); compile with one anyway for `evaluate`, which reports
+    the compiled loss of the base classifier under noise as for every method.
+
+    Args:
+        base_model, sigma, seed: as `SmoothingTrainer`.
+        **kwargs: the config's fields, then `keras.Model`'s (e.g. `name`).
+
+    Raises:
+        ValueError: a bad sigma or seed, or a config field out of range (naming it).
+    """
+
+    config_class = GaussianConfig
+    TERMS = ()
+
+    def __init__(self, base_model, sigma: float, seed=None, **kwargs):
+        fields = {field.name for field in dataclasses.fields(self.config_class)}
+        config = self.config_class(**{k: kwargs.pop(k) for k in list(kwargs) if k in fields})
+        super().__init__(base_model, sigma, seed=seed, **kwargs)
+        self._method_config = config
+        self.num_copies = config.num_noise_vec
+        self.term_trackers = [keras.metrics.Mean(name=name) for name in self.TERMS]
+
+    @property
+    def method_config(self):
+        """The method's configuration (an instance of `config_class`)."""
+        return self._method_config
+
+    def example_terms(self, y, logits):
+        """(loss [B], {term name: [B]}) of the copies' logits [B, k, K]."""
+        raise NotImplementedError
+
+    def copies_loss(self, y, logits, sample_weight):
+        loss, terms = self.example_terms(y, logits)
+        batch = tf.cast(tf.shape(loss)[0], tf.float32)
+        weights = tf.ones_like(loss) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        for tracker, name in zip(self.term_trackers, self.TERMS):
+            tracker.update_state(terms[name], sample_weight=weights)
+        total = tf.reduce_sum(weights * loss) / batch
+        if self.losses:
+            total += tf.add_n([tf.cast(term, tf.float32) for term in self.losses])
+        return total / tf.distribute.get_strategy().num_replicas_in_sync
+
+    def test_step(self, data):
+        """The compiled loss and metrics on one Gaussian copy of each input (as every method), and the terms on
+        k copies (so `val_` columns of the terms are the validation data's, not zeros)."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x = checked_pixels(x)
+        step = _advance(self.test_noise_step)
+        copies = x[:, None] + self.gaussian_noise(x, self.num_copies, noise.EVAL_NOISE, step)
+        logits = self.copies_logits(copies, training=False)
+        _, terms = self.example_terms(y, logits)
+        weights = tf.ones_like(terms[self.TERMS[0]]) if sample_weight is None else sample_weight
+        for tracker, name in zip(self.term_trackers, self.TERMS):
+            tracker.update_state(terms[name], sample_weight=weights)
+        loss = compiled_loss_of_copies(self, y, logits[:, :1], sample_weight, training=False)
+        return self.report(copies[:, :1], y, logits[:, :1], sample_weight, loss)
+
+    @property
+    def metrics(self):
+        return [*super().metrics, *self.term_trackers]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dataclasses.asdict(self._method_config))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfsmooth")
+class MACERModel(RegularizedTrainer):
+    """Trains `base_model` by MACER (Zhai et al., ICLR 2020, Algorithm 1; METHODS.md §3): attack-free.
+
+    loss_b = -log(G_y(x_b) + 1e-10) + lbd * sigma / 2 * (gamma - xi_b) [b kept], G the mean softmax over the
+    k = `num_noise_vec` copies, xi_b = Phi^-1(G^beta_y) - Phi^-1(max_{c != y} G^beta_c) (`losses.macer_terms`:
+    kept are the examples whose beta-smoothed prediction is y with a finite xi_b <= gamma). Logged terms: `ce`
+    (the classification term), `hinge` (gamma - xi over all examples, 0 where dropped) and `kept` (the fraction kept).
+    The paper's CIFAR-10 result at sigma = 0.25 (ResNet-110, 440 epochs): ACR 0.556 (METHODS.md §3).
+
+    Args:
+        base_model, sigma, seed: as `GaussianAugmentedModel`.
+        num_noise_vec, lbd, gamma, beta: `MACERConfig` (defaults k = 16, lbd = 12, gamma = 8, beta = 16).
+    """
+
+    config_class = MACERConfig
+    TERMS = ("ce", "hinge", "kept")
+
+    def example_terms(self, y, logits):
+        config = self._method_config
+        ce, hinge, kept = losses.macer_terms(logits, y, beta=config.beta, gamma=config.gamma)
+        return ce + config.lbd * self.sigma / 2 * hinge, {"ce": ce, "hinge": hinge, "kept": kept}
+
+
+@keras.saving.register_keras_serializable(package="tfsmooth")
+class ADREModel(RegularizedTrainer):
+    """Trains `base_model` with ADRE (Feng et al., AAAI 2020; METHODS.md §4): attack-free.
+
+    loss_b = mean_i CE(f(x_b + delta_bi), y_b) + lbd * log max(G_c_hat(x_b), floor), c_hat the strongest wrong
+    class of the mean softmax G over the k = `num_noise_vec` copies (`losses.adre_terms`). The paper's own text is
+    not at hand: this is the public reimplementation's form (k = 8, lbd = 0.1), with the floor this library's
+    choice (`losses.adre_terms` says why). Logged terms: `ce` and `log_p_b`.
+
+    Args:
+        base_model, sigma, seed: as `GaussianAugmentedModel`.
+        num_noise_vec, lbd, floor: `ADREConfig`.
+    """
+
+    config_class = ADREConfig
+    TERMS = ("ce", "log_p_b")
+
+    def example_terms(self, y, logits):
+        config = self._method_config
+        ce, log_p_b = losses.adre_terms(logits, y, floor=config.floor)
+        return ce + config.lbd * log_p_b, {"ce": ce, "log_p_b": log_p_b}
+
+
+@keras.saving.register_keras_serializable(package="tfsmooth")
+class ConsistencyModel(RegularizedTrainer):
+    """Trains `base_model` with consistency regularization (Jeong & Shin, NeurIPS 2020; METHODS.md §4b).
+
+    loss_b = mean_i CE(f(x_b + delta_bi), y_b) + lbd * mean_i KL(G || F_i) + eta * H(G) over m = `num_noise_vec`
+    Gaussian copies (`losses.consistency_terms`). Logged terms: `ce`, `kl`, `entropy`. The paper's CIFAR-10 result
+    at sigma = 0.25 (ResNet-110, Gaussian + consistency): ACR 0.552 (METHODS.md §4b).
+
+    Args:
+        base_model, sigma, seed: as `GaussianAugmentedModel`.
+        num_noise_vec, lbd, eta: `ConsistencyConfig` (defaults m = 2, lbd = 20, eta = 0.5).
+    """
+
+    config_class = ConsistencyConfig
+    TERMS = ("ce", "kl", "entropy")
+
+    def example_terms(self, y, logits):
+        config = self._method_config
+        ce, kl, entropy = losses.consistency_terms(logits, y)
+        return ce + config.lbd * kl + config.eta * entropy, {"ce": ce, "kl": kl, "entropy": entropy}
+
+
 class EpochTracker(keras.callbacks.Callback):
     """Sets `model.epoch` to Keras' epoch index at the start of each epoch (SmoothAdv warm-up)."""
 
@@ -585,7 +822,16 @@ def _check_config(config, config_class):
         raise ValueError(f"config must be a {config_class.__name__}, got {config!r}")
 
 
-METHODS = {"gaussian": Method(GaussianConfig, _build_gaussian), "smoothadv": Method(SmoothAdvConfig, _build_smoothadv)}
+def _builder(model_class):
+    def build(base_model, sigma, config, seed=None):
+        _check_config(config, model_class.config_class)
+        return model_class(base_model, sigma, seed=seed, **dataclasses.asdict(config))
+    return build
+
+
+METHODS = {"gaussian": Method(GaussianConfig, _build_gaussian), "smoothadv": Method(SmoothAdvConfig, _build_smoothadv),
+           "macer": Method(MACERConfig, _builder(MACERModel)), "adre": Method(ADREConfig, _builder(ADREModel)),
+           "consistency": Method(ConsistencyConfig, _builder(ConsistencyModel))}
 """Training methods by name: `METHODS[name].build(base_model, sigma, METHODS[name].config_class(...), seed)`
 returns the compiled-ready training model (its `.base_model` is what gets smoothed)."""
 registry.check_covers(METHODS, registry.TRAINING_METHODS, "tfsmooth.training.METHODS")
