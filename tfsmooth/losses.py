@@ -24,6 +24,8 @@ import math
 
 import tensorflow as tf
 
+from tfsmooth import checks
+
 MACER_CE_EPSILON = 1e-10
 """MACER's classification term is -log(G_y + 1e-10), as in the authors' code (METHODS.md §3)."""
 
@@ -53,7 +55,7 @@ def _mean_cross_entropy(logits, y):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), axis=1)
 
 
-def _wrong_class_mask(y, num_classes):
+def _label_mask(y, num_classes):
     return tf.one_hot(y, num_classes, on_value=True, off_value=False, dtype=tf.bool)
 
 
@@ -77,7 +79,7 @@ def macer_terms(logits, y, beta: float = 16.0, gamma: float = 8.0):
     log_g = _mean_log_softmax(tf.nn.log_softmax(logits, axis=-1))
     ce = -tf.math.log(tf.gather(tf.exp(log_g), y, batch_dims=1) + MACER_CE_EPSILON)
     g_beta = tf.reduce_mean(tf.nn.softmax(beta * logits, axis=-1), axis=1)  # [B, K]
-    is_label = _wrong_class_mask(y, num_classes)
+    is_label = _label_mask(y, num_classes)
     p_y = tf.gather(g_beta, y, batch_dims=1)
     p_other = tf.reduce_max(tf.where(is_label, tf.zeros_like(g_beta), g_beta), axis=-1)
     # Which terms to keep is decided without gradient; then Phi^-1 runs on safe inputs where a term is dropped:
@@ -110,11 +112,10 @@ def adre_terms(logits, y, floor: float = 1e-4):
     Returns:
         (ce, log_p_b), float32 [B] each.
     """
-    if not 0.0 < floor < 1.0:
-        raise ValueError(f"floor must be in (0, 1), got {floor!r}")
+    floor = checks.check_real(floor, "floor", 0.0, inclusive=False, maximum=1.0)
     logits, y = _checked(logits, y)
     log_g = _mean_log_softmax(tf.nn.log_softmax(logits, axis=-1))
-    wrong = tf.where(_wrong_class_mask(y, tf.shape(logits)[-1]), tf.fill(tf.shape(log_g), -math.inf), log_g)
+    wrong = tf.where(_label_mask(y, tf.shape(logits)[-1]), tf.fill(tf.shape(log_g), -math.inf), log_g)
     log_p_b = tf.maximum(tf.reduce_max(wrong, axis=-1), math.log(floor))
     return _mean_cross_entropy(logits, y), log_p_b
 

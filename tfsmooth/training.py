@@ -60,7 +60,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 import random
 from typing import Callable, NamedTuple
 
@@ -175,9 +174,8 @@ class ADREConfig(_JsonConfig):
     floor: float = registry.ADRE_DEFAULTS["floor"]
 
     def __post_init__(self):
-        _check_fields(self, non_negative=("lbd",), positive=("floor",))
-        if self.floor >= 1.0:
-            raise ValueError(f"floor must be in (0, 1), got {self.floor!r}")
+        _check_fields(self, non_negative=("lbd",))
+        object.__setattr__(self, "floor", checks.check_real(self.floor, "floor", 0.0, inclusive=False, maximum=1.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,29 +201,9 @@ def _check_fields(config, non_negative=(), positive=()):
     `non_negative` fields finite and >= 0, the `positive` ones finite and > 0; raises ValueError naming the field."""
     object.__setattr__(config, "num_noise_vec", checks.check_count(config.num_noise_vec, "num_noise_vec"))
     for name in non_negative:
-        object.__setattr__(config, name, _non_negative(getattr(config, name), name))
+        object.__setattr__(config, name, checks.check_real(getattr(config, name), name, 0.0))
     for name in positive:
-        object.__setattr__(config, name, _positive(getattr(config, name), name))
-
-
-def _real(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value, name):
-    value = _real(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return value
-
-
-def _positive(value, name):
-    value = _real(value, name)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
+        object.__setattr__(config, name, checks.check_real(getattr(config, name), name, 0.0, inclusive=False))
 
 
 # ------------------------------------------------------------------------------------ skeleton
@@ -690,9 +668,7 @@ class RegularizedTrainer(SmoothingTrainer):
     def copies_loss(self, y, logits, sample_weight):
         loss, terms = self.example_terms(y, logits)
         batch = tf.cast(tf.shape(loss)[0], tf.float32)
-        weights = tf.ones_like(loss) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-        for tracker, name in zip(self.term_trackers, self.TERMS):
-            tracker.update_state(terms[name], sample_weight=weights)
+        weights = self._track_terms(terms, sample_weight)
         total = tf.reduce_sum(weights * loss) / batch
         if self.losses:
             total += tf.add_n([tf.cast(term, tf.float32) for term in self.losses])
@@ -706,12 +682,17 @@ class RegularizedTrainer(SmoothingTrainer):
         step = _advance(self.test_noise_step)
         copies = x[:, None] + self.gaussian_noise(x, self.num_copies, noise.EVAL_NOISE, step)
         logits = self.copies_logits(copies, training=False)
-        _, terms = self.example_terms(y, logits)
-        weights = tf.ones_like(terms[self.TERMS[0]]) if sample_weight is None else sample_weight
-        for tracker, name in zip(self.term_trackers, self.TERMS):
-            tracker.update_state(terms[name], sample_weight=weights)
+        self._track_terms(self.example_terms(y, logits)[1], sample_weight)
         loss = compiled_loss_of_copies(self, y, logits[:, :1], sample_weight, training=False)
         return self.report(copies[:, :1], y, logits[:, :1], sample_weight, loss)
+
+    def _track_terms(self, terms, sample_weight):
+        """Adds each term [B] to its tracker, weighted by the sample weights; returns the weights [B]."""
+        first = terms[self.TERMS[0]]
+        weights = tf.ones_like(first) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        for tracker, name in zip(self.term_trackers, self.TERMS):
+            tracker.update_state(terms[name], sample_weight=weights)
+        return weights
 
     @property
     def metrics(self):
