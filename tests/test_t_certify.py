@@ -233,8 +233,9 @@ def test_split_one_is_certify_and_auto_depends_on_the_selection_draws_only():
     for other in (np.array([9000, 500, 500]), np.array([4000, 3000, 3000])):
         d = stats.decide_certificate(selection, other, 1.0, 0.001, "t-certify", "auto")
         assert d.alpha_a == pytest.approx(0.001 * split)
-    # Unanimous selection draws predict a runner-up near 0 and a top class near 1: CERTIFY (1.0) or a split.
-    assert stats.choose_alpha_split(np.array([100, 0, 0]), 10_000, 0.001) in stats.ALPHA_SPLIT_GRID
+    # Unanimous selection draws predict a runner-up count of 0, whose bound is no better than the cap: CERTIFY.
+    for n in (10_000, 100_000):
+        assert stats.choose_alpha_split(np.array([100] + [0] * 9), n, 0.001) == 1.0
 
 
 def test_recertify_decides_another_method_on_the_same_counts():
@@ -275,3 +276,20 @@ def test_t_certify_needs_two_classes_and_valid_counts():
     n = stats.min_n_to_t_certify(0.001, 0.5)
     assert stats.decide_certificate(np.array([1, 0]), np.array([n, 0]), 1.0, 0.001, "t-certify").label == 0
     assert stats.decide_certificate(np.array([1, 0]), np.array([n - 1, 0]), 1.0, 0.001, "t-certify").label == ABSTAIN
+
+
+@pytest.mark.parametrize("alpha", [1e-6, 0.001, 0.01, 0.05, 0.3])
+@pytest.mark.parametrize("split", [0.01, 0.1, 0.5, 0.7, 0.9, 0.99, 1.0])
+def test_min_n_is_where_a_unanimous_vote_first_answers_for_every_split(alpha, split):
+    # With the cap p_b_upper <= 1 - p_a_lower, any p_a_lower > 1/2 answers: for splits above 1/2 that comes before
+    # p_a_lower > 1 - alpha_B^(1/n) (alpha 0.001, split 0.99: n = 10, not 14).
+    n = stats.min_n_to_t_certify(alpha, split)
+    for k in (2, 3, 10):
+        selection = np.eye(k, dtype=np.int64)[0] * 5
+        assert stats.decide_certificate(selection, np.eye(k, dtype=np.int64)[0] * n, 1.0, alpha, "t-certify",
+                                        split).label == 0
+        if n > 1:
+            assert stats.decide_certificate(selection, np.eye(k, dtype=np.int64)[0] * (n - 1), 1.0, alpha,
+                                            "t-certify", split).label == ABSTAIN
+    if split == 0.99 and alpha == 0.001:
+        assert n == 10

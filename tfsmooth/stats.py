@@ -169,7 +169,8 @@ def min_n_to_t_certify(alpha: float, alpha_split: Union[float, str] = 0.5) -> in
     """Smallest n for which T-CERTIFY (`decide_certificate`) can return a label at this alpha and split.
 
     The most decisive outcome is all n estimation draws on c_A: p_a_lower = alpha_A ** (1 / n) and
-    p_b_upper = 1 - alpha_B ** (1 / n), and an answer needs p_a_lower > p_b_upper. "auto" may choose the
+    p_b_upper = min(1 - alpha_B ** (1 / n), 1 - p_a_lower) (the cap), and an answer needs p_a_lower > p_b_upper,
+    i.e. p_a_lower > 1/2 or p_a_lower > 1 - alpha_B ** (1 / n), whichever comes first. "auto" may choose the
     split 1.0 (CERTIFY), so its minimum is CERTIFY's.
     """
     alpha = check_alpha(alpha)
@@ -178,7 +179,7 @@ def min_n_to_t_certify(alpha: float, alpha_split: Union[float, str] = 0.5) -> in
         return min_n_to_certify(alpha)
     alpha_a, alpha_b = alpha * alpha_split, alpha * (1.0 - alpha_split)
     n = 1
-    while not alpha_a ** (1.0 / n) > 1.0 - alpha_b ** (1.0 / n):
+    while not alpha_a ** (1.0 / n) > min(1.0 - alpha_b ** (1.0 / n), 1.0 - alpha_a ** (1.0 / n)):
         n += 1
     return n
 
