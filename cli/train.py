@@ -11,6 +11,7 @@ from tfsmooth.cli._common import (ARCHITECTURE, COUNT, NON_NEGATIVE, NON_NEGATIV
 
 DEFAULTS = registry.SMOOTHADV_DEFAULTS
 MACER, ADRE, CONSISTENCY = registry.MACER_DEFAULTS, registry.ADRE_DEFAULTS, registry.CONSISTENCY_DEFAULTS
+SA_REG = registry.SMOOTHADV_REGULARIZER_DEFAULTS
 METHOD_OPTIONS = sorted({name for defaults in registry.METHOD_DEFAULTS.values() for name in defaults})
 """The fields of every method's config: the options `train` hands to `jobs.train.method_config_for`."""
 
@@ -33,17 +34,22 @@ def _smoothadv_options(function):
                           f"{DEFAULTS['num_noise_vec']}); [macer, adre, consistency] noisy copies k (m) per image "
                           f"(defaults {MACER['num_noise_vec']}, {ADRE['num_noise_vec']}, "
                           f"{CONSISTENCY['num_noise_vec']})."),
+        click.option("--regularizer", type=click.Choice(registry.SMOOTHADV_REGULARIZERS), default=None,
+                     help="[smoothadv] loss at the adversarial copies, on the attack's m draws: none (cross-entropy), "
+                          "adre (ADRE-ADV, Feng et al. 2020) or consistency (Jeong & Shin 2020); default none."),
         click.option("--lbd", type=NON_NEGATIVE_REAL, default=None,
                      help=f"[macer, adre, consistency] weight lambda of the regularizer (defaults {MACER['lbd']}, "
-                          f"{ADRE['lbd']}, {CONSISTENCY['lbd']}; the papers' at sigma = 0.25)."),
+                          f"{ADRE['lbd']}, {CONSISTENCY['lbd']}; the papers' at sigma = 0.25); [smoothadv with "
+                          f"--regularizer] its lambda (defaults {SA_REG['adre']['lbd']}, "
+                          f"{SA_REG['consistency']['lbd']})."),
         click.option("--gamma", type=POSITIVE, default=None,
                      help=f"[macer] hinge threshold gamma (default {MACER['gamma']})."),
         click.option("--beta", type=POSITIVE, default=None,
                      help=f"[macer] inverse temperature beta of the robustness term (default {MACER['beta']})."),
         click.option("--eta", type=NON_NEGATIVE_REAL, default=None,
-                     help=f"[consistency] weight eta of the entropy term (default {CONSISTENCY['eta']})."),
+                     help=f"[consistency, smoothadv --regularizer consistency] weight eta of the entropy term (default {CONSISTENCY['eta']})."),
         click.option("--floor", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
-                     help=f"[adre] floor of p_B inside ADRE's log (default {ADRE['floor']})."),
+                     help=f"[adre, smoothadv --regularizer adre] floor of p_B inside ADRE's log (default {ADRE['floor']})."),
         click.option("--warmup", "warmup_epochs", type=COUNT, default=None,
                      help=f"[smoothadv] epochs of the linear epsilon warm-up; 1 = none (default {DEFAULTS['warmup_epochs']})."),
         click.option("--multi-noise/--no-multi-noise", default=None,
@@ -99,7 +105,8 @@ def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_dec
 
     With --method smoothadv, each batch is attacked (SmoothAdv-PGD or -DDN, radius --epsilon,
     --num-steps steps, --num-noise-vec noise draws) and the model trains on Gaussian copies of the
-    attacked images (Salman et al. 2019, Pseudocode 1). macer, adre and consistency train on
+    attacked images (Salman et al. 2019, Pseudocode 1); --regularizer adre|consistency
+    replaces its cross-entropy by that method's loss at the adversarial copies. macer, adre and consistency train on
     --num-noise-vec Gaussian copies of each image with their regularized losses (weight --lbd);
     log.csv gets one column per loss term.
 

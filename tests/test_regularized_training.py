@@ -271,7 +271,7 @@ def test_train_cli_records_the_method_and_logs_its_terms(name, options, columns,
 
 @pytest.mark.parametrize("options, message", [
     (("--method", "adre", "--gamma", "3"), "gamma: only for method='macer', got method='adre'"),
-    (("--lbd", "1"), "lbd: only for method='macer'/'adre'/'consistency'; num_noise_vec: only for "
+    (("--lbd", "1"), "lbd: only for method='smoothadv'/'macer'/'adre'/'consistency'; num_noise_vec: only for "
                      "method='smoothadv'/'macer'/'adre'/'consistency', got method='gaussian'"),
     (("--method", "macer", "--lbd", "-1"), "'--lbd': -1.0 is not in the range x>=0.0"),
     (("--method", "macer", "--beta", "0"), "'--beta': 0.0 is not in the range x>0.0"),
@@ -282,3 +282,114 @@ def test_train_cli_refuses_bad_method_options(options, message, tmp_path):
     result = CliRunner().invoke(cli, [*TRAIN, *options, "--outdir", str(tmp_path / "run")])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run" / jobs.CONFIG_FILE).exists()
+
+
+# ------------------------------------------------------------------ on top of SmoothAdv (ADRE-ADV, consistency)
+REGULARIZED_SMOOTHADV = {"adre": (dict(lbd=0.5, floor=1e-3), training.ADREModel, ("ce", "log_p_b")),
+                         "consistency": (dict(lbd=2.0, eta=0.25), training.ConsistencyModel, ("ce", "kl", "entropy"))}
+
+
+def _smoothadv(regularizer, seed=5, **extra):
+    keras.utils.set_random_seed(0)
+    options = REGULARIZED_SMOOTHADV[regularizer][0] if regularizer != "none" else {}
+    model = training.SmoothAdvModel(models.cifar_resnet(20, weight_decay=1e-3), 0.25, epsilon=0.5, num_steps=2,
+                                    num_noise_vec=3, regularizer=regularizer, seed=seed, **options, **extra)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.parametrize("regularizer", sorted(REGULARIZED_SMOOTHADV))
+def test_smoothadv_regularized_step_is_the_methods_loss_at_the_attacks_own_copies(regularizer):
+    # Pseudocode 1 with the regularizer: the copies are x_adv + delta_i with the attack's m draws delta_i, and the
+    # step's loss is the attack-free method's per-example loss on them (same formula, same lambda), plus decay.
+    model = _smoothadv(regularizer)
+    options, method_class, terms = REGULARIZED_SMOOTHADV[regularizer]
+    x, y = _data(batch=6)
+    state = [w.numpy().copy() for w in model.base_model.weights]  # batch norm's moving statistics included
+    step = tf.constant(0, tf.int64)
+    copies, logs = model.noisy_copies(tf.constant(x), tf.constant(y), step)
+    draws = model.draw_noise(tf.constant(x), step).numpy()
+    x_adv = model.attack_batch(tf.constant(x), tf.constant(y), tf.constant(draws), logs["epsilon"],
+                               model.attack_seeds(tf.constant(x), step)).numpy()
+    assert np.linalg.norm((x_adv - x).reshape(6, -1), axis=1).max() > 0.1  # the attack moved the points
+    np.testing.assert_allclose(copies.numpy(), x_adv[:, None] + draws, atol=1e-6)
+    logits = model.copies_logits(copies, training=True)
+    reference = method_class(model.base_model, 0.25, num_noise_vec=3, seed=5, **options)
+    expected_b, expected_terms = reference.example_terms(tf.constant(y), logits)
+    got_b, got_terms = model.example_terms(tf.constant(y), logits)
+    np.testing.assert_allclose(got_b.numpy(), expected_b.numpy(), rtol=1e-6)
+    assert tuple(got_terms) == terms == model.TERMS
+    assert float(tf.reduce_max(tf.abs(got_b - got_terms["ce"]))) > 1e-4  # the regularizer is in the loss
+    decay = float(tf.add_n(model.losses))
+    expected = float(tf.reduce_mean(expected_b)) + decay
+    # The forward pass in training mode moved batch norm's statistics, which the attack (inference mode) reads.
+    model.base_model.set_weights(state)
+    logged = model.train_on_batch(x, y, return_dict=True)  # step 0 again: the same draws, attack and copies
+    assert logged["loss"] == pytest.approx(expected, rel=1e-4)
+    assert set(terms) <= set(logged) and logged["epsilon"] == pytest.approx(0.5)
+
+
+def test_smoothadv_without_regularizer_is_unchanged_and_has_no_terms():
+    model = _smoothadv("none")
+    x, y = _data(batch=4)
+    copies, _ = model.noisy_copies(tf.constant(x), tf.constant(y), tf.constant(0, tf.int64))
+    logits = model.copies_logits(copies, training=True)
+    compiled = float(training.compiled_loss_of_copies(model, tf.constant(y), logits))
+    assert model.TERMS == () and float(model.copies_loss(tf.constant(y), logits, None)) == pytest.approx(compiled)
+    with pytest.raises(ValueError, match="regularizer='none'"):
+        model.example_terms(tf.constant(y), logits)
+
+
+@pytest.mark.parametrize("regularizer", sorted(REGULARIZED_SMOOTHADV))
+def test_smoothadv_regularized_fit_logs_terms_and_save_load_keeps_the_regularizer(regularizer, tmp_path):
+    model = _smoothadv(regularizer)
+    x, y = _data(batch=8)
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, validation_data=(x[:4], y[:4]))
+    terms = REGULARIZED_SMOOTHADV[regularizer][2]
+    assert {*terms, *(f"val_{t}" for t in terms)} <= set(history.history)
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.method_config == model.method_config and loaded.TERMS == terms
+    copies, _ = model.noisy_copies(tf.constant(x), tf.constant(y), tf.constant(3, tf.int64))
+    loss = [float(m.copies_loss(tf.constant(y), m.copies_logits(copies, training=False), None)) for m in (model, loaded)]
+    assert loss[1] == pytest.approx(loss[0], rel=1e-5)
+
+
+def test_smoothadv_regularizer_defaults_and_bad_options():
+    adre = training.SmoothAdvConfig(regularizer="adre")
+    assert (adre.lbd, adre.floor, adre.eta) == (0.1, 1e-4, None)
+    consistency = training.SmoothAdvConfig(regularizer="consistency")
+    assert (consistency.lbd, consistency.eta, consistency.floor) == (1.0, 0.5, None)
+    plain = training.SmoothAdvConfig()
+    assert (plain.regularizer, plain.lbd, plain.eta, plain.floor) == ("none", None, None, None)
+    assert training.SmoothAdvConfig.from_json(adre.to_json()) == adre
+    for kwargs, message in [(dict(lbd=1.0), "lbd: only with regularizer='adre'/'consistency', got regularizer='none'"),
+                            (dict(regularizer="adre", eta=0.5), "eta: only with regularizer='consistency'"),
+                            (dict(regularizer="consistency", floor=0.1), "floor: only with regularizer='adre'"),
+                            (dict(regularizer="adre", lbd=-0.1), "lbd must be a finite number >= 0"),
+                            (dict(regularizer="adre", floor=0.0), r"floor must be a number in \(0, 1\)"),
+                            (dict(regularizer="macer"), "regularizer"),
+                            (dict(regularizer="consistency", multi_noise=False), "needs multi_noise=True")]:
+        with pytest.raises(ValueError, match=message):
+            training.SmoothAdvConfig(**kwargs)
+
+
+def test_train_cli_smoothadv_with_a_regularizer_records_it_and_logs_its_terms(tmp_path):
+    outdir = tmp_path / "adre_adv"
+    result = CliRunner().invoke(cli, [*TRAIN, "--method", "smoothadv", "--num-steps", "1", "--train-examples", "64",
+                                      "--batch", "32", "--regularizer", "adre", "--lbd", "0.3",
+                                      "--outdir", str(outdir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    config = json.loads((outdir / jobs.CONFIG_FILE).read_text())["method_config"]
+    assert (config["regularizer"], config["lbd"], config["floor"], config["eta"]) == ("adre", 0.3, 1e-4, None)
+    with open(outdir / jobs.LOG_FILE) as f:
+        row = next(csv.DictReader(f))
+    assert all(np.isfinite(float(row[c])) for c in ("ce", "log_p_b", "val_ce", "val_log_p_b", "epsilon"))
+    for options, message in [(("--regularizer", "adre"), "regularizer: only for method='smoothadv'"),
+                             (("--method", "smoothadv", "--eta", "1"), "eta: only with regularizer='consistency'"),
+                             (("--method", "smoothadv", "--regularizer", "mixup"), "'--regularizer'")]:
+        result = CliRunner().invoke(cli, [*TRAIN, *options, "--outdir", str(tmp_path / "bad")])
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output, result.output

@@ -164,11 +164,13 @@ def test_attack_names_come_from_the_one_registry():
 def test_smoothadv_config_defaults_are_the_papers_typical_run_and_round_trip_through_json():
     config = SmoothAdvConfig()
     assert dataclasses.asdict(config) == dict(attack="pgd", epsilon=0.25, num_steps=10, num_noise_vec=2,
-                                              warmup_epochs=10, multi_noise=True)
+                                              warmup_epochs=10, multi_noise=True, regularizer="none", lbd=None,
+                                              eta=None, floor=None)
     other = SmoothAdvConfig(attack="ddn", epsilon=1, num_steps=4, num_noise_vec=8, warmup_epochs=1, multi_noise=False)
     assert other.epsilon == 1.0 and isinstance(other.epsilon, float)
-    assert other.to_json() == ('{"attack": "ddn", "epsilon": 1.0, "multi_noise": false, "num_noise_vec": 8, '
-                               '"num_steps": 4, "warmup_epochs": 1}')
+    assert other.to_json() == ('{"attack": "ddn", "epsilon": 1.0, "eta": null, "floor": null, "lbd": null, '
+                               '"multi_noise": false, "num_noise_vec": 8, "num_steps": 4, "regularizer": "none", '
+                               '"warmup_epochs": 1}')
     assert SmoothAdvConfig.from_json(other.to_json()) == other
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.epsilon = 0.5
@@ -278,7 +280,8 @@ def test_bad_arguments_raise_value_error_naming_them(change, message):
 def test_train_config_fills_smoothadv_defaults_and_keeps_gaussian_clean():
     config = TrainConfig(method="smoothadv", method_config=method_config_for("smoothadv", epsilon=0.5))
     assert config.method_config == SmoothAdvConfig(attack="pgd", epsilon=0.5, num_steps=10, num_noise_vec=2,
-                                                   warmup_epochs=10, multi_noise=True)
+                                                   warmup_epochs=10, multi_noise=True, regularizer="none", lbd=None,
+                                                  eta=None, floor=None)
     assert TrainConfig(method="smoothadv").method_config == SmoothAdvConfig()
     gaussian = TrainConfig()
     assert gaussian.method == "gaussian" and gaussian.method_config == GaussianConfig()

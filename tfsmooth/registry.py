@@ -43,10 +43,15 @@ ALPHA_SPLIT_AUTO = "auto"
 SPLITS = ("train", "test")
 """Data set splits (`tfsmooth.data`)."""
 
+SMOOTHADV_REGULARIZERS = ("none", "adre", "consistency")
+"""Regularizers of SmoothAdv training at the adversarial points (`tfsmooth.training.SmoothAdvConfig.regularizer`):
+none (the cross-entropy of Pseudocode 1), ADRE (ADRE-ADV, Feng et al. 2020) or consistency (Jeong & Shin 2020)."""
+
 SMOOTHADV_DEFAULTS = {"attack": "pgd", "epsilon": 0.25, "num_steps": 10, "num_noise_vec": 2, "warmup_epochs": 10,
-                      "multi_noise": True}
+                      "multi_noise": True, "regularizer": "none", "lbd": None, "eta": None, "floor": None}
 """The typical from-scratch CIFAR-10 run of Salman et al. 2019 (METHODS.md §2): the defaults of
-`tfsmooth.training.SmoothAdvConfig` and of `tfsmooth train --method smoothadv`."""
+`tfsmooth.training.SmoothAdvConfig` and of `tfsmooth train --method smoothadv`. lbd, eta and floor belong to
+the regularizer (None: its defaults, `SMOOTHADV_REGULARIZER_DEFAULTS`)."""
 
 
 MACER_DEFAULTS = {"num_noise_vec": 16, "lbd": 12.0, "gamma": 8.0, "beta": 16.0}
@@ -55,6 +60,10 @@ ADRE_DEFAULTS = {"num_noise_vec": 8, "lbd": 0.1, "floor": 1e-4}
 """ADRE's defaults: k and lambda of the public reimplementation (METHODS.md §4), the floor this library's."""
 CONSISTENCY_DEFAULTS = {"num_noise_vec": 2, "lbd": 20.0, "eta": 0.5}
 """Consistency regularization's defaults at sigma = 0.25 (Jeong & Shin 2020; METHODS.md §4b)."""
+SMOOTHADV_REGULARIZER_DEFAULTS = {"adre": {"lbd": ADRE_DEFAULTS["lbd"], "floor": ADRE_DEFAULTS["floor"]},
+                                  "consistency": {"lbd": 1.0, "eta": CONSISTENCY_DEFAULTS["eta"]}}
+"""The options of each SmoothAdv regularizer and their defaults: ADRE-ADV as ADRE (METHODS.md §4); consistency on
+top of SmoothAdv with lambda = 1 (Jeong & Shin 2020 use 1-2 there, METHODS.md §4b) and eta = 0.5."""
 METHOD_DEFAULTS = {"smoothadv": SMOOTHADV_DEFAULTS, "macer": MACER_DEFAULTS, "adre": ADRE_DEFAULTS,
                    "consistency": CONSISTENCY_DEFAULTS}
 """The options of each training method that has some, with their defaults (`tfsmooth train`)."""

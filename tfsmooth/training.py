@@ -118,9 +118,18 @@ class SmoothAdvConfig(_JsonConfig):
         num_noise_vec: noise draws m per example, >= 1 (m_train: 1, 2, 4 or 8 in the paper).
         warmup_epochs: epochs of the linear epsilon warm-up, >= 1 (1: none).
         multi_noise: train on all m noisy copies (True) or on the first one (False).
+        regularizer: one of `registry.SMOOTHADV_REGULARIZERS`: "none" (the cross-entropy of Pseudocode 1),
+            "adre" (ADRE-ADV, Feng et al. 2020: `ADREModel`'s loss at the adversarial copies) or "consistency"
+            (Jeong & Shin 2020: `ConsistencyModel`'s loss at the adversarial copies); either reuses the attack's
+            m draws, so needs `multi_noise`.
+        lbd: the regularizer's weight lambda, >= 0 (None: its default, `registry.SMOOTHADV_REGULARIZER_DEFAULTS`:
+            0.1 for adre, 1.0 for consistency); only with a regularizer.
+        eta: consistency's entropy weight, >= 0 (None: 0.5); only with regularizer="consistency".
+        floor: ADRE's floor of p_B inside the log, in (0, 1) (None: 1e-4); only with regularizer="adre".
 
     Raises:
-        ValueError: naming the field, if one is out of the ranges above.
+        ValueError: naming the field, if one is out of the ranges above, or lbd / eta / floor given for a
+            regularizer that has no such option.
     """
 
     attack: str = registry.SMOOTHADV_DEFAULTS["attack"]
@@ -129,6 +138,10 @@ class SmoothAdvConfig(_JsonConfig):
     num_noise_vec: int = registry.SMOOTHADV_DEFAULTS["num_noise_vec"]
     warmup_epochs: int = registry.SMOOTHADV_DEFAULTS["warmup_epochs"]
     multi_noise: bool = registry.SMOOTHADV_DEFAULTS["multi_noise"]
+    regularizer: str = registry.SMOOTHADV_DEFAULTS["regularizer"]
+    lbd: float | None = None
+    eta: float | None = None
+    floor: float | None = None
 
     def __post_init__(self):
         checks.check_choice(self.attack, "attack", SMOOTHADV_ATTACKS)
@@ -137,6 +150,25 @@ class SmoothAdvConfig(_JsonConfig):
             object.__setattr__(self, name, checks.check_count(getattr(self, name), name))
         if not isinstance(self.multi_noise, bool):
             raise ValueError(f"multi_noise must be True or False, got {self.multi_noise!r}")
+        checks.check_choice(self.regularizer, "regularizer", registry.SMOOTHADV_REGULARIZERS)
+        own = registry.SMOOTHADV_REGULARIZER_DEFAULTS.get(self.regularizer, {})
+        for name in ("lbd", "eta", "floor"):
+            value = getattr(self, name)
+            if name not in own:
+                if value is not None:
+                    owners = [r for r, options in registry.SMOOTHADV_REGULARIZER_DEFAULTS.items() if name in options]
+                    raise ValueError(f"{name}: only with regularizer={'/'.join(map(repr, owners))}, got "
+                                     f"regularizer={self.regularizer!r}")
+                continue
+            value = own[name] if value is None else value
+            if name == "floor":
+                value = checks.check_real(value, name, 0.0, inclusive=False, maximum=1.0)
+            else:
+                value = checks.check_real(value, name, 0.0)
+            object.__setattr__(self, name, value)
+        if self.regularizer != "none" and not self.multi_noise:
+            raise ValueError(f"regularizer={self.regularizer!r} is a loss over the m noisy copies of each attacked "
+                             "image: it needs multi_noise=True")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -480,6 +512,11 @@ class SmoothAdvModel(GaussianAugmentedModel):
     3. takes one optimizer step on the compiled loss of f at x_adv + delta_i for all m copies
        (`multi_noise=True`) or at x_adv + delta_1 only (`multi_noise=False`), reusing the same
        draws as the attack; sample weights (e.g. self-training) apply to every copy of an example.
+       With `regularizer="adre"` (ADRE-ADV, Feng et al. 2020; METHODS.md §4) or `"consistency"` (Jeong & Shin
+       2020; METHODS.md §4b) the step's loss is instead that method's per-example loss over the m copies
+       x_adv + delta_i -- the attack's own draws, as Pseudocode 1 reuses them -- (`adre_example_terms`,
+       `consistency_example_terms`, weight `lbd`), and the logs get its terms (`ce`, `log_p_b` / `kl`,
+       `entropy`) as ADREModel and ConsistencyModel log them.
 
     Batch composition: every one of the B examples gets m copies, so a step trains on B * m noisy
     inputs (as Pseudocode 1 reads). The paper's reference code instead splits each batch of B into m
@@ -505,6 +542,8 @@ class SmoothAdvModel(GaussianAugmentedModel):
         num_noise_vec: noise draws m per example, >= 1 (m_train of the paper: 1, 2, 4 or 8).
         warmup_epochs: epochs of the linear epsilon warm-up, >= 1.
         multi_noise: train on all m noisy copies (True) or on one (False).
+        regularizer, lbd, eta, floor: the loss at the adversarial copies (`SmoothAdvConfig`; default "none",
+            the compiled cross-entropy).
         seed: optional int >= 0 seeding the draws (domain `noise.TRAIN_NOISE`) and the attack's
             randomness (domain `noise.TRAIN_ATTACK`, one seed per example), per replica and step.
         **kwargs: passed to `keras.Model`.
@@ -524,11 +563,15 @@ class SmoothAdvModel(GaussianAugmentedModel):
     """
 
     def __init__(self, base_model, sigma: float, *, attack: str = "pgd", epsilon: float, num_steps: int,
-                 num_noise_vec: int, warmup_epochs: int = 1, multi_noise: bool = True, seed=None, **kwargs):
+                 num_noise_vec: int, warmup_epochs: int = 1, multi_noise: bool = True, regularizer: str = "none",
+                 lbd=None, eta=None, floor=None, seed=None, **kwargs):
         config = SmoothAdvConfig(attack=attack, epsilon=epsilon, num_steps=num_steps, num_noise_vec=num_noise_vec,
-                                 warmup_epochs=warmup_epochs, multi_noise=multi_noise)
+                                 warmup_epochs=warmup_epochs, multi_noise=multi_noise, regularizer=regularizer,
+                                 lbd=lbd, eta=eta, floor=floor)
         super().__init__(base_model, sigma, seed=seed, **kwargs)
         self._method_config = config
+        self.TERMS = SMOOTHADV_REGULARIZERS[regularizer][0] if regularizer != "none" else ()
+        self.term_trackers = [keras.metrics.Mean(name=name) for name in self.TERMS]
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
         # The attack calls the base classifier in inference mode only, so it runs on a view with
         # each conv + batch-norm pair folded into one convolution (models.folding): same variables,
@@ -547,6 +590,36 @@ class SmoothAdvModel(GaussianAugmentedModel):
     num_noise_vec = property(lambda self: self._method_config.num_noise_vec, doc="Noise draws m per example.")
     warmup_epochs = property(lambda self: self._method_config.warmup_epochs, doc="Epochs of the warm-up.")
     multi_noise = property(lambda self: self._method_config.multi_noise, doc="Train on all m copies.")
+    regularizer = property(lambda self: self._method_config.regularizer,
+                           doc="The loss at the adversarial copies: one of `registry.SMOOTHADV_REGULARIZERS`.")
+
+    def example_terms(self, y, logits):
+        """(loss [B], {term: [B]}) of the regularizer on the copies' logits [B, m, K] (`adre_example_terms`,
+        `consistency_example_terms`).
+
+        Raises:
+            ValueError: with regularizer="none" (its loss is the compiled one, not per-example terms).
+        """
+        if self.regularizer == "none":
+            raise ValueError("regularizer='none' trains on the compiled loss: it has no per-example terms")
+        return SMOOTHADV_REGULARIZERS[self.regularizer][1](self._method_config, y, logits)
+
+    def copies_loss(self, y, logits, sample_weight):
+        """The compiled loss over the copies (Pseudocode 1), or with a regularizer its weighted per-example loss
+        (`example_terms`) plus the regularization losses, as `RegularizedTrainer`."""
+        if self.regularizer == "none":
+            return super().copies_loss(y, logits, sample_weight)
+        return _terms_loss(self, *self.example_terms(y, logits), sample_weight)
+
+    def test_step(self, data):
+        """As every method's (no attack); with a regularizer, its terms tracked on m Gaussian copies."""
+        if self.regularizer == "none":
+            return super().test_step(data)
+        return _test_step_with_terms(self, data, self.num_noise_vec, self.example_terms)
+
+    @property
+    def metrics(self):
+        return [*super().metrics, *self.term_trackers]
 
     def epsilon_at(self, epoch: int) -> float:
         """epsilon_t = min(epsilon, epsilon * (epoch + 1) / warmup_epochs) for epoch >= 0 (from 0)."""
@@ -666,33 +739,12 @@ class RegularizedTrainer(SmoothingTrainer):
         raise NotImplementedError
 
     def copies_loss(self, y, logits, sample_weight):
-        loss, terms = self.example_terms(y, logits)
-        batch = tf.cast(tf.shape(loss)[0], tf.float32)
-        weights = self._track_terms(terms, sample_weight)
-        total = tf.reduce_sum(weights * loss) / batch
-        if self.losses:
-            total += tf.add_n([tf.cast(term, tf.float32) for term in self.losses])
-        return total / tf.distribute.get_strategy().num_replicas_in_sync
+        return _terms_loss(self, *self.example_terms(y, logits), sample_weight)
 
     def test_step(self, data):
         """The compiled loss and metrics on one Gaussian copy of each input (as every method), and the terms on
         k copies (so `val_` columns of the terms are the validation data's, not zeros)."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = checked_pixels(x)
-        step = _advance(self.test_noise_step)
-        copies = x[:, None] + self.gaussian_noise(x, self.num_copies, noise.EVAL_NOISE, step)
-        logits = self.copies_logits(copies, training=False)
-        self._track_terms(self.example_terms(y, logits)[1], sample_weight)
-        loss = compiled_loss_of_copies(self, y, logits[:, :1], sample_weight, training=False)
-        return self.report(copies[:, :1], y, logits[:, :1], sample_weight, loss)
-
-    def _track_terms(self, terms, sample_weight):
-        """Adds each term [B] to its tracker, weighted by the sample weights; returns the weights [B]."""
-        first = terms[self.TERMS[0]]
-        weights = tf.ones_like(first) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-        for tracker, name in zip(self.term_trackers, self.TERMS):
-            tracker.update_state(terms[name], sample_weight=weights)
-        return weights
+        return _test_step_with_terms(self, data, self.num_copies, self.example_terms)
 
     @property
     def metrics(self):
@@ -702,6 +754,75 @@ class RegularizedTrainer(SmoothingTrainer):
         config = super().get_config()
         config.update(dataclasses.asdict(self._method_config))
         return config
+
+
+def _terms_loss(model, loss, terms, sample_weight):
+    """This replica's share of sum_b w_b loss_b / B plus the regularization losses; tracks each term [B] in
+    `model.term_trackers` (in `model.TERMS` order), weighted by the sample weights."""
+    batch = tf.cast(tf.shape(loss)[0], tf.float32)
+    weights = _track_terms(model, terms, sample_weight)
+    total = tf.reduce_sum(weights * loss) / batch
+    if model.losses:
+        total += tf.add_n([tf.cast(term, tf.float32) for term in model.losses])
+    return total / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _track_terms(model, terms, sample_weight):
+    """Adds each term [B] to its tracker, weighted by the sample weights; returns the weights [B]."""
+    first = terms[model.TERMS[0]]
+    weights = tf.ones_like(first) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+    for tracker, name in zip(model.term_trackers, model.TERMS):
+        tracker.update_state(terms[name], sample_weight=weights)
+    return weights
+
+
+def _test_step_with_terms(model, data, copies_per_image, example_terms):
+    """`SmoothingTrainer.test_step` (compiled loss and metrics on one Gaussian copy), tracking the terms of
+    `example_terms` on `copies_per_image` Gaussian copies of each input (their first is the one evaluated)."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x = checked_pixels(x)
+    step = _advance(model.test_noise_step)
+    copies = x[:, None] + model.gaussian_noise(x, copies_per_image, noise.EVAL_NOISE, step)
+    logits = model.copies_logits(copies, training=False)
+    _track_terms(model, example_terms(y, logits)[1], sample_weight)
+    loss = compiled_loss_of_copies(model, y, logits[:, :1], sample_weight, training=False)
+    return model.report(copies[:, :1], y, logits[:, :1], sample_weight, loss)
+
+
+def adre_example_terms(config, y, logits):
+    """ADRE's loss_b = ce_b + lbd * log_p_b_b and its terms (`losses.adre_terms`; `config.lbd`, `config.floor`).
+
+    Args:
+        config: an `ADREConfig`, or a `SmoothAdvConfig` with regularizer="adre" (ADRE-ADV).
+        y: int labels [B]; logits: float [B, k, K] of the k copies.
+
+    Returns:
+        (loss [B], {"ce": [B], "log_p_b": [B]}), float32.
+    """
+    ce, log_p_b = losses.adre_terms(logits, y, floor=config.floor)
+    return ce + config.lbd * log_p_b, {"ce": ce, "log_p_b": log_p_b}
+
+
+def consistency_example_terms(config, y, logits):
+    """Consistency regularization's loss_b = ce_b + lbd * kl_b + eta * entropy_b and its terms
+    (`losses.consistency_terms`; `config.lbd`, `config.eta`).
+
+    Args:
+        config: a `ConsistencyConfig`, or a `SmoothAdvConfig` with regularizer="consistency".
+        y: int labels [B]; logits: float [B, m, K] of the m copies.
+
+    Returns:
+        (loss [B], {"ce": [B], "kl": [B], "entropy": [B]}), float32.
+    """
+    ce, kl, entropy = losses.consistency_terms(logits, y)
+    return ce + config.lbd * kl + config.eta * entropy, {"ce": ce, "kl": kl, "entropy": entropy}
+
+
+SMOOTHADV_REGULARIZERS = {"adre": (("ce", "log_p_b"), adre_example_terms),
+                          "consistency": (("ce", "kl", "entropy"), consistency_example_terms)}
+"""SmoothAdv's regularizers: name -> (the logged term names, `example_terms(config, y, logits)`)."""
+registry.check_covers([*SMOOTHADV_REGULARIZERS, "none"], registry.SMOOTHADV_REGULARIZERS,
+                      "tfsmooth.training.SMOOTHADV_REGULARIZERS")
 
 
 @keras.saving.register_keras_serializable(package="tfsmooth")
@@ -746,9 +867,7 @@ class ADREModel(RegularizedTrainer):
     TERMS = ("ce", "log_p_b")
 
     def example_terms(self, y, logits):
-        config = self._method_config
-        ce, log_p_b = losses.adre_terms(logits, y, floor=config.floor)
-        return ce + config.lbd * log_p_b, {"ce": ce, "log_p_b": log_p_b}
+        return adre_example_terms(self._method_config, y, logits)
 
 
 @keras.saving.register_keras_serializable(package="tfsmooth")
@@ -768,9 +887,7 @@ class ConsistencyModel(RegularizedTrainer):
     TERMS = ("ce", "kl", "entropy")
 
     def example_terms(self, y, logits):
-        config = self._method_config
-        ce, kl, entropy = losses.consistency_terms(logits, y)
-        return ce + config.lbd * kl + config.eta * entropy, {"ce": ce, "kl": kl, "entropy": entropy}
+        return consistency_example_terms(self._method_config, y, logits)
 
 
 class EpochTracker(keras.callbacks.Callback):
