@@ -2,10 +2,13 @@
 
 import itertools
 
+import fixtures
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
-from tfsmooth import samplewise
+from tfsmooth import noise, samplewise, stats
+from tfsmooth.smoothing import SmoothedClassifier
 
 SLACK = 1 - samplewise.DISTANCE_SLACK  # the library's constraint: r_a + r_b <= SLACK * d_ab
 DISJOINT = 1 - samplewise.DISTANCE_SLACK / 2  # what the slack buys: disjoint balls with room for rounding to spare
@@ -110,3 +113,107 @@ def test_lp_allocation_equals_the_brute_force_optimum_on_tiny_sets(trial):
 def test_allocation_refuses_bad_inputs(kwargs, message):
     with pytest.raises(ValueError, match=message):
         samplewise.allocate_radii(**kwargs)
+
+
+# ------------------------------------------------------------------------ choosing sigma, then CERTIFY at it
+GRID = (0.12, 0.25, 0.5, 1.0)
+
+
+def test_choose_sigma_takes_the_largest_promised_radius_and_the_smaller_sigma_on_ties():
+    # Unanimous votes at every level: the lower bound alpha^(1/n) is the same, so the score grows with sigma.
+    unanimous = np.array([[100, 0]] * 4)
+    assert samplewise.choose_sigma(unanimous, GRID, 0.001) == 3
+    scores = samplewise.selection_scores(unanimous, GRID, 0.001)
+    np.testing.assert_allclose(scores, np.array(GRID) * scipy_stats.norm.ppf(0.001 ** (1 / 100)), rtol=1e-9)
+    # 100/100 at 0.12 and 0.25, 60/100 at 0.5 (not decisive: lower bound < 1/2), 50/100 at 1.0.
+    mixed = np.array([[100, 0], [0, 100], [60, 40], [50, 50]])
+    assert samplewise.choose_sigma(mixed, GRID, 0.001) == 1
+    assert np.isneginf(samplewise.selection_scores(mixed, GRID, 0.001)[2:]).all()
+    # Nothing decisive anywhere: the level with the largest top count; ties to the smaller sigma.
+    assert samplewise.choose_sigma(np.array([[55, 45], [58, 42], [58, 42], [51, 49]]), GRID, 0.001) == 1
+
+
+@pytest.mark.parametrize("grid, message", [((), "empty"), ((0.25, 0.0), "sigma_grid level must be"),
+                                           ((0.25, 0.25), "distinct"), ("0.25", "sequence"),
+                                           ((0.25, float("nan")), "sigma_grid level")])
+def test_bad_sigma_grids_are_refused(grid, message):
+    with pytest.raises(ValueError, match=message):
+        samplewise.SampleWiseSmoothedClassifier(fixtures.constant_classifier(), 10, grid)
+
+
+def _linear_setup():
+    w = np.ones(fixtures.D) / 4.0  # |w| = 1
+    return w, fixtures.linear_classifier(w, -2.0)  # margin m = w.x - 2 on images of 4 x 4 pixels
+
+
+def _images(margins):
+    # Constant images with w.x = 4 * pixel, so the margin of pixel value v is 4 v - 2.
+    return np.stack([np.full(fixtures.SHAPE, (m + 2.0) / 4.0, np.float32) for m in margins])
+
+
+def test_sigma_is_chosen_on_its_own_draws_and_certified_on_the_fixed_sigma_draws():
+    w, base = _linear_setup()
+    margins = np.linspace(-0.9, 0.9, 24)
+    images = _images(margins)
+    classifier = samplewise.SampleWiseSmoothedClassifier(base, 2, GRID, noise_block=20)
+    n_select, n0, n, alpha, seed = 40, 20, 200, 0.01, 11
+    answers = classifier.certify_batch(images, n0=n0, n=n, alpha=alpha, seed=seed, n_select=n_select,
+                                       keys=range(100, 124))
+    leaky = []
+    for key, image, answer in zip(range(100, 124), images, answers):
+        fixed = {level: SmoothedClassifier(base, 2, level, noise_block=20) for level in GRID}
+        selection = np.stack([fixed[level].sample_counts(image[None], n_select, seed=seed, keys=[key],
+                                                         stream=noise.STREAM_SIGMA_SELECTION)[0] for level in GRID])
+        np.testing.assert_array_equal(answer.selection_counts, selection)
+        assert answer.sigma == GRID[samplewise.choose_sigma(selection, GRID, alpha)]
+        reference = fixed[answer.sigma].certify_batch(image[None], n0=n0, n=n, alpha=alpha, seed=seed, keys=[key])[0]
+        np.testing.assert_array_equal(answer.certificate.counts, reference.counts)
+        np.testing.assert_array_equal(answer.certificate.selection_counts, reference.selection_counts)
+        assert (answer.certificate.label, answer.certificate.radius) == (reference.label, reference.radius)
+        # What a leaky implementation would pick: sigma chosen on the estimation draws that then give the bound.
+        estimation = np.stack([fixed[level].sample_counts(image[None], n, seed=seed, keys=[key],
+                                                          stream=noise.STREAM_ESTIMATION)[0] for level in GRID])
+        leaky.append(GRID[samplewise.choose_sigma(estimation, GRID, alpha)])
+    chosen = [answer.sigma for answer in answers]
+    assert len(set(chosen)) >= 2  # the margins spread the choices over the grid
+    assert chosen != leaky  # so the checks above would catch selection on the estimation draws
+
+
+def test_the_bound_at_the_chosen_sigma_covers_the_true_probability():
+    # p_A(sigma) of the linear classifier is Phi(|m| / sigma) (|w| = 1); the per-image bound at the chosen sigma
+    # must miss it at most alpha of the time. 600 images (keys), alpha = 0.1: misses are at most Binomial(600, 0.1)
+    # (Clopper-Pearson is conservative), so more than its 0.999 quantile fails.
+    w, base = _linear_setup()
+    rng = np.random.default_rng(0)
+    margins = rng.uniform(0.02, 0.6, size=600) * rng.choice([-1, 1], size=600)
+    classifier = samplewise.SampleWiseSmoothedClassifier(base, 2, GRID, noise_block=50)
+    alpha = 0.1
+    answers = classifier.certify_batch(_images(margins), n0=50, n=100, alpha=alpha, seed=3, n_select=50)
+    misses = decided = 0
+    for margin, answer in zip(margins, answers):
+        certificate = answer.certificate
+        if certificate.label == stats.ABSTAIN:
+            continue
+        decided += 1
+        p_one = scipy_stats.norm.cdf(margin / answer.sigma)
+        p_a = p_one if certificate.label == 1 else 1 - p_one
+        misses += certificate.p_a_lower > p_a
+    assert decided > 300
+    assert misses <= scipy_stats.binom.ppf(0.999, decided, alpha), (misses, decided)
+    assert len({answer.sigma for answer in answers}) >= 3
+
+
+def test_samplewise_certification_is_seeded_and_refuses_bad_arguments():
+    _, base = _linear_setup()
+    classifier = samplewise.SampleWiseSmoothedClassifier(base, 2, GRID, noise_block=20)
+    images = _images([0.3, -0.2])
+    first = classifier.certify_batch(images, n0=20, n=100, alpha=0.01, seed=5, n_select=20)
+    second = classifier.certify_batch(images, n0=20, n=100, alpha=0.01, seed=5, n_select=20)
+    for a, b in zip(first, second):
+        assert a.sigma == b.sigma and np.array_equal(a.certificate.counts, b.certificate.counts)
+    for kwargs, message in [(dict(n_select=0), "n_select"), (dict(alpha=1.5), "alpha"), (dict(n=1), "too small"),
+                            (dict(method="best"), "method")]:
+        with pytest.raises(ValueError, match=message):
+            classifier.iter_certify(zip([0], images), **{"n0": 20, "n": 100, "alpha": 0.01, **kwargs})
+    with pytest.raises(ValueError, match="image"):
+        classifier.certify_batch(np.zeros((2, 5, 5, 1), np.float32), n0=20, n=100, alpha=0.01, seed=0)

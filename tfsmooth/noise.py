@@ -24,7 +24,8 @@ Keyed domains (tags 1-7): one seed per block of `block_size` draws of one exampl
     tag 4  stream STREAM_ATTACK (3): the m draws (block 0) and the attack's per-example seeds
            (block 1) of a SmoothAdv evaluation attack (`tfsmooth.jobs.attack`)
     tag 5  reserved, stream 4: T-CERTIFY's runner-up draws
-    tag 6  reserved, stream 5: sample-wise noise-level selection (METHODS.md §5)
+    tag 6  stream STREAM_SIGMA_SELECTION (5): the draws that choose a test image's sigma from a grid
+           (sample-wise smoothing, METHODS.md §5)
     tag 7  reserved, stream 6: sequential certification
 
     (stream s has tag s + 1; `STREAMS` lists the streams in use, a later stream joins it.)
@@ -73,13 +74,16 @@ STREAM_PREDICT = 2
 """Stream of PREDICT's n draws; tag 3."""
 STREAM_ATTACK = 3
 """Stream of the m noise draws a SmoothAdv evaluation attack reuses (`tfsmooth.jobs.attack`); tag 4."""
-STREAMS = (STREAM_SELECTION, STREAM_ESTIMATION, STREAM_PREDICT, STREAM_ATTACK)
-"""Every stream in use. Stream s is domain tag s + 1; streams 4, 5, 6 (tags 5, 6, 7) are reserved
+STREAM_SIGMA_SELECTION = 5
+"""Stream of the draws that choose each test image's noise level from a grid (sample-wise smoothing,
+`tfsmooth.samplewise`, METHODS.md §5): independent of CERTIFY's selection and estimation draws; tag 6."""
+STREAMS = (STREAM_SELECTION, STREAM_ESTIMATION, STREAM_PREDICT, STREAM_ATTACK, STREAM_SIGMA_SELECTION)
+"""Every stream in use. Stream s is domain tag s + 1; streams 4 and 6 (tags 5 and 7) are reserved
 (`RESERVED_STREAMS`). T-CERTIFY draws nothing of its own: it bounds c_A and the runner-up on the same
 estimation draws (`tfsmooth.stats.decide_certificate`), so its counts are CERTIFY's. Any other value
 would reach a step domain (tags 8-15) or overflow: callers validate the stream."""
 RESERVED_STREAMS = {4: "free (once kept for T-CERTIFY runner-up draws, which it does not need)",
-                    5: "sample-wise noise-level selection", 6: "sequential certification"}
+                    6: "sequential certification"}
 """Streams (tags 5-7) kept free for later issues; `block_seeds` accepts them already."""
 
 MAX_KEY = 2**28

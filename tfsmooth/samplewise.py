@@ -26,9 +26,19 @@ images, so the allocation is what a user without the labels would compute.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
 from scipy import optimize, sparse
 from scipy.spatial import distance
+
+from tfsmooth import checks, noise, stats
+from tfsmooth.smoothing import Certificate, SmoothedClassifier, _resolve_seed, recertify
+
+DEFAULT_SIGMA_GRID = (0.12, 0.25, 0.5, 1.0)
+"""The noise levels sigma_j is chosen from by default (issue 13; the grid of Cohen et al.'s CIFAR-10 models)."""
 
 ALLOCATIONS = ("linprog", "greedy")
 """Methods of `allocate_radii`."""
@@ -150,3 +160,170 @@ def allocate_radii(points, radii, sigmas, method: str = "linprog") -> np.ndarray
     if np.any(allocated[i] + allocated[j] > limit) or np.any(allocated > radii) or np.any(allocated < 0):
         raise AssertionError("allocate_radii: the allocation is not feasible (a bug)")
     return allocated
+
+
+# ------------------------------------------------------------------------------ choosing sigma per test image
+def check_sigma_grid(sigma_grid) -> Tuple[float, ...]:
+    """The grid as a sorted tuple of distinct floats; ValueError (naming `sigma_grid`) if empty or a level is not
+    a finite number > 0."""
+    if isinstance(sigma_grid, (str, bytes)) or not isinstance(sigma_grid, Iterable):
+        raise ValueError(f"sigma_grid must be a non-empty sequence of noise levels > 0, got {sigma_grid!r}")
+    levels = [checks.check_sigma(level, "sigma_grid level") for level in sigma_grid]
+    if not levels:
+        raise ValueError("sigma_grid must be a non-empty sequence of noise levels > 0, got an empty one")
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"sigma_grid must hold distinct noise levels, got {levels}")
+    return tuple(sorted(levels))
+
+
+def selection_scores(selection_counts, sigma_grid, alpha: float) -> np.ndarray:
+    """The radius each grid level promises on the sigma-selection draws: float64 [G].
+
+    score_g = sigma_g * Phi^-1(p_lower_g), p_lower_g the one-sided Clopper-Pearson lower bound at `alpha` of the
+    top class's count among the n_select draws at sigma_g (the CERTIFY radius those draws alone would give);
+    -inf where p_lower_g <= 1/2. A lower bound rather than the plug-in p_hat so that a unanimous vote does not
+    score +inf at every level: at equal votes the larger sigma scores more, as it would certify more.
+
+    Args:
+        selection_counts: int [G, K], counts of the n_select draws at each grid level (rows sum to n_select).
+        sigma_grid: the G levels, sorted (`check_sigma_grid`).
+        alpha: in (0, 1).
+    """
+    counts = np.asarray(selection_counts, dtype=np.int64)
+    top = counts.max(axis=1)
+    lower = np.asarray(stats.clopper_pearson_lower(top, counts.sum(axis=1), alpha), dtype=np.float64)
+    scores = np.full(len(top), -np.inf)
+    above = lower > 0.5
+    scores[above] = np.asarray(sigma_grid, dtype=np.float64)[above] * np.asarray(
+        stats.radius(1.0, lower[above]), dtype=np.float64)
+    return scores
+
+
+def choose_sigma(selection_counts, sigma_grid, alpha: float) -> int:
+    """Index into `sigma_grid` of the level to certify at: the largest `selection_scores`; if none is finite (no
+    level's vote is decisive), the level with the largest top-class count. Ties go to the smaller sigma (it keeps
+    more accuracy). A function of the sigma-selection draws only."""
+    counts = np.asarray(selection_counts, dtype=np.int64)
+    scores = selection_scores(counts, sigma_grid, alpha)
+    if np.isfinite(scores).any():
+        return int(np.argmax(scores))  # first maximum: the smallest sigma among ties
+    return int(np.argmax(counts.max(axis=1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleWiseCertificate:
+    """CERTIFY at the noise level chosen for one test image (before the allocation of `allocate_radii`).
+
+    Attributes:
+        sigma: the chosen level sigma_j (l2, [0, 1] pixel scale).
+        certificate: CERTIFY (or T-CERTIFY) of g_{sigma_j} at the image, on its own selection and estimation
+            draws; its `radius` is R_j, what `allocate_radii` cuts to r_j.
+        selection_counts: int64 [G, K], the counts of the n_select sigma-selection draws at each grid level.
+        scores: float64 [G], `selection_scores` of those counts.
+    """
+
+    sigma: float
+    certificate: Certificate
+    selection_counts: np.ndarray
+    scores: np.ndarray
+
+
+class SampleWiseSmoothedClassifier:
+    """Smoothed classifiers g_sigma of one base classifier at every level of a grid, one level per test image.
+
+    For each image (Sec. "Certification" of issue 13; METHODS.md §5):
+
+    1. n_select draws at every grid level sigma_g from `noise.STREAM_SIGMA_SELECTION` (the same standard-normal
+       draws scaled by each sigma_g) choose sigma_j (`choose_sigma`);
+    2. CERTIFY (or T-CERTIFY) of g_{sigma_j} with its own n0 selection and n estimation draws (streams 0 and 1:
+       the counts a fixed-sigma `SmoothedClassifier(base, K, sigma_j)` gets for the same seed and key) gives R_j.
+
+    Step 2's draws are independent of step 1's, so conditionally on the chosen sigma_j the CERTIFY guarantee holds
+    as for a fixed sigma: with probability >= 1 - alpha, g_{sigma_j} is constant on B(x_j, R_j). The radius of the
+    sample-wise classifier is the allocated r_j <= R_j of `allocate_radii` (module docstring), for this test set.
+
+    Args:
+        base_model, num_classes, noise_block, compute_dtype, parallel_passes: as `SmoothedClassifier`.
+        sigma_grid: the noise levels (default `DEFAULT_SIGMA_GRID`), distinct, > 0.
+
+    Raises:
+        ValueError: a bad grid (`check_sigma_grid`) or a bad argument of `SmoothedClassifier`.
+    """
+
+    def __init__(self, base_model, num_classes: int, sigma_grid: Sequence[float] = DEFAULT_SIGMA_GRID, *,
+                 noise_block: int = 100, compute_dtype: str = "float32", parallel_passes: Optional[int] = None):
+        self.sigma_grid = check_sigma_grid(sigma_grid)
+        self._smoothed = SmoothedClassifier(base_model, num_classes, self.sigma_grid[0], noise_block=noise_block,
+                                            compute_dtype=compute_dtype, parallel_passes=parallel_passes)
+        self.num_classes = self._smoothed.num_classes
+
+    def certify_batch(self, images, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
+                      batch_size: Optional[int] = None, seed: Optional[int] = None,
+                      keys: Optional[Sequence[int]] = None, n_select: int = 100, method: str = "cohen",
+                      alpha_split: Union[float, str] = 0.5) -> List[SampleWiseCertificate]:
+        """`iter_certify` over float32 images [B, H, W, C] in [0, 1] with keys (default 0..B-1); in order."""
+        images = self._smoothed._check_images(images, "images")
+        keys = list(range(len(images))) if keys is None else list(keys)
+        return [answer for _, answer in self.iter_certify(zip(keys, images), n0, n, alpha, batch_size, seed,
+                                                          n_select, method, alpha_split)]
+
+    def iter_certify(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100, n: int = 100_000,
+                     alpha: float = 0.001, batch_size: Optional[int] = None, seed: Optional[int] = None,
+                     n_select: int = 100, method: str = "cohen",
+                     alpha_split: Union[float, str] = 0.5) -> Iterator[Tuple[int, SampleWiseCertificate]]:
+        """Streams steps 1-2 over (key, image) pairs; yields (key, `SampleWiseCertificate`) in input order.
+
+        Args:
+            examples: (key, float32 [H, W, C] image in [0, 1]) pairs; keys in [0, 2**28) select the noise.
+            n0, n, alpha, batch_size, method, alpha_split: as `SmoothedClassifier.iter_certify` (at sigma_j).
+            seed: int >= 0 (None: a fresh one); the same seed gives the same choices and counts.
+            n_select: sigma-selection draws per grid level, >= 1.
+
+        Raises:
+            ValueError: as `SmoothedClassifier.iter_certify`, or n_select not an integer >= 1.
+        """
+        smoothed = self._smoothed
+        n_select = smoothed._check_draws(stats.check_count(n_select, "n_select"), "n_select")
+        # Validates n0, n, alpha, method, alpha_split and batch_size at call time, as for a fixed sigma (the
+        # returned generator is dropped unstarted: nothing is drawn).
+        smoothed.iter_certify(iter(()), n0, n, alpha, batch_size, seed=0, method=method, alpha_split=alpha_split)
+        alpha = stats.check_alpha(alpha)
+        return self._stream(examples, n0, n, alpha, smoothed._batch_size(batch_size), _resolve_seed(seed), n_select,
+                            method, stats.check_alpha_split(alpha_split))
+
+    def _stream(self, examples, n0, n, alpha, batch_size, seed, n_select, method, alpha_split):
+        """The generator behind `iter_certify`, on validated arguments."""
+        smoothed, grid = self._smoothed, self.sigma_grid
+        inputs = collections.deque()  # (key, image) in the order they entered step 1
+
+        def selection_inputs():
+            for key, image in examples:
+                inputs.append((key, image))
+                for level in grid:
+                    yield key, image, level
+
+        selection = smoothed._iter_counts(selection_inputs(), ((noise.STREAM_SIGMA_SELECTION, n_select),),
+                                          batch_size, seed, with_sigma=True)
+        chosen = collections.deque()  # (sigma_j, selection counts [G, K], scores [G]) in order
+
+        def certify_inputs():
+            rows, spent = [], 0.0
+            for key, counts, seconds in selection:
+                rows.append(counts[noise.STREAM_SIGMA_SELECTION])
+                spent += seconds
+                if len(rows) < len(grid):
+                    continue
+                selection_counts = np.stack(rows)
+                level = grid[choose_sigma(selection_counts, grid, alpha)]
+                chosen.append((level, selection_counts, selection_scores(selection_counts, grid, alpha), spent))
+                rows, spent = [], 0.0
+                _, image = inputs.popleft()
+                yield key, image, level
+
+        plan = ((noise.STREAM_SELECTION, n0), (noise.STREAM_ESTIMATION, n))
+        for key, counts, seconds in smoothed._iter_counts(certify_inputs(), plan, batch_size, seed, with_sigma=True):
+            level, selection_counts, scores, spent = chosen.popleft()
+            counted = Certificate(stats.ABSTAIN, 0.0, 0.0, counts[noise.STREAM_ESTIMATION],
+                                  counts[noise.STREAM_SELECTION], seconds + spent, seed)
+            yield key, SampleWiseCertificate(level, recertify(counted, level, alpha, method, alpha_split),
+                                             selection_counts, scores)

@@ -363,17 +363,20 @@ class SmoothedClassifier:
         return np.stack([c[stream] for _, c, _ in self._iter_counts(zip(keys, images), ((stream, num),), batch_size,
                                                                        seed)])
 
-    def _iter_counts(self, examples, plan, batch_size, seed):
+    def _iter_counts(self, examples, plan, batch_size, seed, with_sigma=False):
         """Yields (key, {stream: int64 [K] counts}, seconds) per example, in input order (`counting.iter_counts`).
 
-        Each image and key is validated as it is read; sigma is carried per image (`counting`).
+        `examples` are (key, image) pairs counted at `self.sigma`, or with `with_sigma` (key, image, sigma)
+        triples, each counted at its own sigma (`tfsmooth.samplewise`; checked by `counting`). Each image and
+        key is validated as it is read.
         """
         self._view.sync()  # a bfloat16 view copies the base model's current weights
 
         def checked():
-            for key, image in examples:
+            for example in examples:
+                key, image, sigma = example if with_sigma else (*example, self.sigma)
                 image = self._check_images(np.asarray(image)[None], f"image with key {_short(key)}")[0]
-                yield _check_keys([key], 1)[0], image, self.sigma
+                yield _check_keys([key], 1)[0], image, sigma
 
         per_pass = counting.blocks_per_pass(batch_size, self.noise_block)
         return counting.iter_counts(checked(), plan, noise_block=self.noise_block, batch_size=batch_size,
