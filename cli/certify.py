@@ -34,23 +34,50 @@ def _common_options(function):
     return data_options(function)
 
 
+def _parse_sigma_grid(ctx, param, value):
+    """click callback: "0.12,0.25,0.5,1.0" -> (0.12, 0.25, 0.5, 1.0) (validated again by the job's config)."""
+    del ctx, param
+    if value is None:
+        return None
+    levels = []
+    for text in value.split(","):
+        try:
+            level = float(text.strip())
+        except ValueError:
+            raise click.BadParameter(f"{text.strip()!r} is not a number; expected comma-separated noise levels > 0, "
+                                     "e.g. 0.12,0.25,0.5,1.0") from None
+        if not (level > 0 and level != float("inf")):
+            raise click.BadParameter(f"noise levels must be finite numbers > 0, got {text.strip()!r}")
+        levels.append(level)
+    if len(set(levels)) != len(levels):
+        raise click.BadParameter(f"noise levels must be distinct, got {value!r}")
+    return tuple(levels)
+
+
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
-         data_dir, methods=("cohen",), alpha_split=0.5):
+         data_dir, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog"):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
     if len(methods) != len(outs):
         raise click.UsageError(f"give one --out per --method (in the same order): got {len(methods)} --method and "
                                f"{len(outs)} --out")
+    if sigma_grid is not None and len(outs) != 1:
+        raise click.UsageError("--sigma-grid certifies with one --method into one --out (the allocation is per file)")
     with library_errors():
         configs = [jobs.CertifyConfig(model=model, dataset=dataset, split=split, sigma=sigma, n0=n0, n=n,
                                       alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
                                       data_dir=data_dir, compute_dtype=compute_dtype, method=method,
-                                      alpha_split=alpha_split) for method in methods]
+                                      alpha_split=alpha_split, sigma_grid=sigma_grid, n_select=n_select,
+                                      allocation=allocation) for method in methods]
         out = outs[0]
-        progress = Progress(jobs.selected_count(configs[0]), done=0 if restart else min(rows_done(o) for o in outs))
-        with resumable(out, progress):
-            if kind == "certify":
+        rows_file = jobs.unallocated_path(out) if sigma_grid is not None else out
+        progress = Progress(jobs.selected_count(configs[0]),
+                            done=0 if restart else min(rows_done(o) for o in (rows_file, *outs[1:])))
+        with resumable(rows_file, progress):
+            if sigma_grid is not None:
+                written = jobs.certify_samplewise_dataset(configs[0], out, on_row=progress, restart=restart)
+            elif kind == "certify":
                 written = jobs.certify_dataset(configs[0], out, on_row=progress, restart=restart,
                                                also=list(zip(configs[1:], outs[1:])))
             else:
@@ -60,6 +87,11 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
         label = f" ({method})" if kind == "certify" else ""
         click.echo(f"\n{written} new rows; {path}{label} holds {summary[path]['count']} rows")
     click.echo(analysis.format_table(summary, SUMMARY_RADII, "table"))
+    if sigma_grid is not None:
+        entry = summary[outs[0]]
+        chosen = ", ".join(f"{level}: {count}" for level, count in entry["sigma_counts"].items())
+        click.echo(f"sample-wise (transductive, valid for this test set only): sigma chosen per image {{{chosen}}}; "
+                   f"{entry['radii_cut']} of {entry['count']} radii cut by the allocation")
 
 
 @click.command()
@@ -74,18 +106,28 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                    "choose it on the N0 selection draws (which keeps the level ALPHA).")
 @click.option("--out", "outs", type=click.Path(dir_okay=False), multiple=True, required=True,
               help="Output TSV, one per --method in the same order; rerunning on it resumes.")
+@click.option("--sigma-grid", default=None, callback=_parse_sigma_grid, metavar="S1,S2,...",
+              help="Sample-wise smoothing (transductive): choose each image's sigma from these levels on separate "
+                   "draws, certify at it, then cut the radii so that balls of different sigma never overlap. "
+                   "--sigma is then the level used outside the certified balls. Writes OUT (after the last image) "
+                   "with columns sigma and radius_unallocated; per-image rows go to OUT.unallocated.tsv.")
+@click.option("--n-select", type=COUNT, default=100, show_default=True,
+              help="[--sigma-grid] selection draws per noise level that choose each image's sigma.")
+@click.option("--allocation", type=click.Choice(["linprog", "greedy"]), default="linprog", show_default=True,
+              help="[--sigma-grid] linprog: the radii maximizing their sum (scipy's HiGHS); greedy: a fast pass.")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
-            data_dir, methods, alpha_split):
+            data_dir, methods, alpha_split, sigma_grid, n_select, allocation):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
     its probability on N fresh draws (Clopper-Pearson, 1 - ALPHA), radius = sigma * Phi^-1(p_a_lower)
     or abstain (-1). With --method t-certify the strongest other class is upper-bounded on the same
     draws (ALPHA split between the two bounds) and radius = sigma/2 * (Phi^-1(p_a_lower) - Phi^-1(p_b_upper)).
-    Writes `idx label predict radius correct time`, one flushed row per example.
+    Writes `idx label predict radius correct time`, one flushed row per example. With --sigma-grid:
+    sample-wise smoothing, radii certified for this test set only (transductive; see the README).
     """
     _run("certify", model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset,
-         split, data_dir, methods, alpha_split)
+         split, data_dir, methods, alpha_split, sigma_grid, n_select, allocation)
 
 
 @click.command()

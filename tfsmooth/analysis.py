@@ -37,6 +37,10 @@ CERTIFIED_NOTE = "certified accuracy (%) at l2 radius r (pixels in [0, 1])"
 EMPIRICAL_NOTE = "empirical = accuracy (%) of predict/attack files (abstentions wrong)"
 ACR_NOTE = "ACR = average certified radius (mean of radius x correct, l2)"
 ABSTAIN_NOTE = "abstain = abstention rate (%)"
+TRANSDUCTIVE_MARK = " [transductive]"
+TRANSDUCTIVE_NOTE = ("[transductive] = sample-wise noise levels with allocated radii: certified for this test set "
+                     "only (tfsmooth.samplewise)")
+MIXED_ENVELOPE_LABEL = "envelope (best per radius; mixes transductive and inductive files)"
 
 
 def _radii_array(radii) -> np.ndarray:
@@ -157,6 +161,10 @@ def abstain_rate(results: results_lib.Results) -> float:
 def summarize_results(results: results_lib.Results, radii) -> dict:
     """The summary entry of one result set (see ``summarize``)."""
     radii = validate_radii(radii)
+    if results.kind == "unallocated":
+        raise ValueError(f"{results.path or 'results'} holds the per-image rows of a sample-wise certification "
+                         "before the transductive allocation (radius_unallocated, no certified radius): rerun the "
+                         "same `tfsmooth certify --sigma-grid ...` command to finish it, then analyze its --out file")
     entry = {}
     if results.kind == "certify":
         values = certified_accuracy(results, radii)
@@ -166,6 +174,11 @@ def summarize_results(results: results_lib.Results, radii) -> dict:
         entry["empirical_accuracy"] = accuracy(results)
     entry["abstain_rate"] = abstain_rate(results)
     entry["count"] = len(results)
+    if results.transductive:
+        levels, counts = np.unique(results.sigma, return_counts=True)
+        entry["transductive"] = True
+        entry["sigma_counts"] = {repr(float(level)): int(count) for level, count in zip(levels, counts)}
+        entry["radii_cut"] = int(np.sum(results.radius < results.radius_unallocated))
     return entry
 
 
@@ -238,7 +251,8 @@ def _table_rows(summary: Mapping[str, Mapping], keys: Sequence[str]):
         if curve is None and "empirical_accuracy" not in entry:
             raise ValueError(f"summary entry {path} has neither certified_accuracy nor "
                              f"empirical_accuracy")
-        cells = [path] + [percent(curve[key]) if curve else "-" for key in keys]
+        cells = [path + (TRANSDUCTIVE_MARK if entry.get("transductive") else "")]
+        cells += [percent(curve[key]) if curve else "-" for key in keys]
         if certified:
             cells.append(f"{entry['acr']:.3f}" if curve and "acr" in entry else "-")
         if empirical:
@@ -246,7 +260,8 @@ def _table_rows(summary: Mapping[str, Mapping], keys: Sequence[str]):
         rows.append(cells + [percent(entry["abstain_rate"]), str(entry["count"])])
     if sum("certified_accuracy" in entry for entry in summary.values()) > 1:
         best = envelope(summary)
-        rows.append([ENVELOPE_LABEL] + [percent(best[key]) for key in keys]
+        kinds = {bool(entry.get("transductive")) for entry in summary.values() if "certified_accuracy" in entry}
+        rows.append([MIXED_ENVELOPE_LABEL if len(kinds) > 1 else ENVELOPE_LABEL] + [percent(best[key]) for key in keys]
                     + ["-"] * (3 + empirical))
     return header, rows
 
@@ -277,7 +292,8 @@ def format_table(summary: Mapping[str, Mapping], radii, fmt: str = "table") -> s
         raise ValueError("summary is empty")
     header, rows = _table_rows(summary, keys)
     note = "; ".join([CERTIFIED_NOTE] + ([ACR_NOTE] if "ACR" in header else [])
-                     + ([EMPIRICAL_NOTE] if "empirical" in header else []) + [ABSTAIN_NOTE])
+                     + ([EMPIRICAL_NOTE] if "empirical" in header else []) + [ABSTAIN_NOTE]
+                     + ([TRANSDUCTIVE_NOTE] if any(e.get("transductive") for e in summary.values()) else []))
     if fmt == "json":
         selected = {}
         for path, entry in summary.items():
@@ -371,6 +387,9 @@ def plot_certified_accuracy(paths_or_results: Sequence[PathOrResults], out_path,
         raise ValueError(f"labels must have one entry per file ({len(items)}), got {len(labels)}")
     for r in items:
         _check_nonempty(r)
+        if r.kind == "unallocated":
+            summarize_results(r, [0.0])  # raises: rows before the allocation have no certified radius
+    labels = [label + (TRANSDUCTIVE_MARK if r.transductive else "") for label, r in zip(labels, items)]
     certify = [(label, r) for label, r in zip(labels, items) if r.kind == "certify"]
     if max_radius is None:
         largest = max([float(np.max(r.radius)) for _, r in certify] + [marker_radius(r) for r in items], default=0.0)
@@ -436,8 +455,9 @@ def _draw(items, labels, certify, max_radius, out_path, fmt) -> "Figure":
         curves.append(100.0 * certified_accuracy(r, grid))
         axes.step(grid, curves[-1], where="pre", label=label)
     if len(curves) > 1:
+        mixed = len({r.transductive for _, r in certify}) > 1
         axes.step(grid, np.max(curves, axis=0), where="pre", linestyle="--", color="black",
-                  label=ENVELOPE_LABEL)
+                  label=MIXED_ENVELOPE_LABEL if mixed else ENVELOPE_LABEL)
     for label, r in zip(labels, items):
         if r.kind != "certify":
             at = marker_radius(r)

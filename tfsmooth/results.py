@@ -51,7 +51,18 @@ from tfsmooth.stats import ABSTAIN  # -1, the smoothed classifier's answer when 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
 ATTACK_COLUMNS = ("idx", "label", "predict", "basePredict", "correct", "time")
-KINDS = {"certify": CERTIFY_COLUMNS, "predict": PREDICT_COLUMNS, "attack": ATTACK_COLUMNS}
+SAMPLEWISE_COLUMNS = (*CERTIFY_COLUMNS, "sigma", "radius_unallocated")
+"""Sample-wise (transductive) certification (`tfsmooth.samplewise`): the reference columns with ``radius`` the
+allocated r_j, plus the image's noise level sigma_j and its CERTIFY radius R_j before the allocation. Read as a
+certify file whose `Results.transductive` is True."""
+UNALLOCATED_COLUMNS = ("idx", "label", "predict", "radius_unallocated", "correct", "time", "sigma")
+"""The per-image rows of a sample-wise run before the allocation (resumable; no ``radius`` column, so no tool
+mistakes R_j for a certified radius of one classifier). Kind "unallocated"."""
+KINDS = {"certify": CERTIFY_COLUMNS, "predict": PREDICT_COLUMNS, "attack": ATTACK_COLUMNS,
+         "unallocated": UNALLOCATED_COLUMNS}
+COLUMN_SETS = {CERTIFY_COLUMNS: "certify", SAMPLEWISE_COLUMNS: "certify", PREDICT_COLUMNS: "predict",
+               ATTACK_COLUMNS: "attack", UNALLOCATED_COLUMNS: "unallocated"}
+"""Every column set a result file may have (in the order written), and its kind."""
 
 RADIUS_DECIMALS = 4
 TIME_DECIMALS = 4
@@ -79,6 +90,9 @@ class Results:
             kind == "certify".
         base_predict: int64 answer of the base classifier, or None unless kind == "attack".
         path: the file the rows were read from, or None.
+        sigma: float64 noise level of each row (sample-wise certification, `SAMPLEWISE_COLUMNS` /
+            `UNALLOCATED_COLUMNS`), or None.
+        radius_unallocated: float64 CERTIFY radius R_j before the transductive allocation, or None.
 
     Raises:
         ValueError: unknown kind, arrays of different lengths or not 1-D, radius / base_predict
@@ -94,6 +108,13 @@ class Results:
     radius: Optional[np.ndarray] = None
     base_predict: Optional[np.ndarray] = None
     path: Optional[str] = None
+    sigma: Optional[np.ndarray] = None
+    radius_unallocated: Optional[np.ndarray] = None
+
+    @property
+    def transductive(self) -> bool:
+        """Whether the rows are a sample-wise certification (radii valid for this test set only)."""
+        return self.sigma is not None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -106,7 +127,7 @@ class Results:
                              f"{self.kind!r})")
         dtypes = {"idx": np.int64, "label": np.int64, "predict": np.int64,
                   "correct": np.int64, "time": np.float64, "radius": np.float64,
-                  "base_predict": np.int64}
+                  "base_predict": np.int64, "sigma": np.float64, "radius_unallocated": np.float64}
         for name, dtype in dtypes.items():
             value = getattr(self, name)
             if value is None:
@@ -138,16 +159,16 @@ class Results:
 
 
 def kind_of(columns: Sequence[str]) -> str:
-    """Returns "certify", "predict" or "attack" for a header's column names (any order).
+    """Returns "certify", "predict", "attack" or "unallocated" for a header's column names (any order).
 
     Raises:
         ValueError: the names are not exactly one of the three column sets.
     """
-    for kind, expected in KINDS.items():
+    for expected, kind in COLUMN_SETS.items():
         if len(columns) == len(expected) and set(columns) == set(expected):
             return kind
     raise ValueError(f"header {tuple(columns)} is none of the known column sets "
-                     f"{list(KINDS.values())}")
+                     f"{list(COLUMN_SETS)}")
 
 
 def _parse_int(text: str) -> int:
@@ -197,8 +218,14 @@ def _check_row(row: Mapping[str, float]) -> None:
     if row["correct"] != expected:
         raise ValueError(f"correct must be {expected} for predict {row['predict']} and label "
                          f"{row['label']}, got {row['correct']}")
-    if "radius" in row and not (math.isfinite(row["radius"]) and row["radius"] >= 0):
-        raise ValueError(f"radius must be finite and >= 0, got {row['radius']}")
+    for name in ("radius", "radius_unallocated"):
+        if name in row and not (math.isfinite(row[name]) and row[name] >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {row[name]}")
+    if "sigma" in row and not (math.isfinite(row["sigma"]) and row["sigma"] > 0):
+        raise ValueError(f"sigma must be finite and > 0, got {row['sigma']}")
+    if "radius_unallocated" in row and "radius" in row and row["radius"] > row["radius_unallocated"]:
+        raise ValueError(f"radius (allocated) must be <= radius_unallocated, got {row['radius']} > "
+                         f"{row['radius_unallocated']}")
     if not math.isfinite(row["time"]):
         raise ValueError(f"time must be finite, got {row['time']}")
 
@@ -296,7 +323,9 @@ def read_results(path) -> Results:
         kind=kind, idx=column("idx"), label=column("label"), predict=column("predict"),
         correct=column("correct"), time=column("time"),
         radius=column("radius") if kind == "certify" else None,
-        base_predict=column("basePredict") if kind == "attack" else None, path=path)
+        base_predict=column("basePredict") if kind == "attack" else None, path=path,
+        sigma=column("sigma") if "sigma" in columns else None,
+        radius_unallocated=column("radius_unallocated") if "radius_unallocated" in columns else None)
 
 
 def _read_header(path: str, line: str) -> Tuple[str, Sequence[str]]:
@@ -344,7 +373,7 @@ def _format_row(row: Mapping[str, object], columns: Sequence[str]) -> str:
         raise ValueError(f"time must be >= 0 seconds, got {values['time']}")
     fields = []
     for name in columns:
-        if name == "radius":
+        if name in ("radius", "radius_unallocated"):
             fields.append(format_radius(values[name]))
         elif name == "time":
             fields.append(f"{values[name]:.{TIME_DECIMALS}f}")
@@ -399,7 +428,8 @@ class ResultsWriter:
 
     Args:
         path: str or os.PathLike, the TSV; missing parent directories are created.
-        columns: CERTIFY_COLUMNS, PREDICT_COLUMNS or ATTACK_COLUMNS (that exact order).
+        columns: one of `COLUMN_SETS` (CERTIFY_COLUMNS, PREDICT_COLUMNS, ATTACK_COLUMNS, SAMPLEWISE_COLUMNS or
+            UNALLOCATED_COLUMNS), in that exact order.
         run_config: dict with str keys and JSON-serializable values (no NaN / inf).
         informational: keys of run_config stored in the sidecar but not compared on resume (e.g.
             the model's path, when its SHA-256 identifies it: a moved model resumes).
@@ -417,8 +447,8 @@ class ResultsWriter:
         self.path = os.fspath(path)
         self.informational = frozenset(informational)
         self.columns = tuple(columns)
-        if self.columns not in KINDS.values():
-            raise ValueError(f"columns must be one of {list(KINDS.values())}, got {self.columns}")
+        if self.columns not in COLUMN_SETS:
+            raise ValueError(f"columns must be one of {list(COLUMN_SETS)}, got {self.columns}")
         config_text, config = _config_json(run_config)
         self.sidecar_path = self.path + ".json"
         if os.path.isdir(self.path):

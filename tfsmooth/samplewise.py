@@ -227,6 +227,10 @@ class SampleWiseCertificate:
     selection_counts: np.ndarray
     scores: np.ndarray
 
+    label = property(lambda self: self.certificate.label, doc="The certified class, or ABSTAIN.")
+    radius = property(lambda self: self.certificate.radius, doc="R_j, the radius of g_{sigma_j} before allocation.")
+    seconds = property(lambda self: self.certificate.seconds, doc="Seconds of all its passes (both steps).")
+
 
 class SampleWiseSmoothedClassifier:
     """Smoothed classifiers g_sigma of one base classifier at every level of a grid, one level per test image.

@@ -15,7 +15,7 @@ import os
 import time
 from typing import Callable, Optional, Sequence, Tuple, Union
 
-from tfsmooth import checks, data, registry, results, stats
+from tfsmooth import checks, data, registry, results, samplewise, stats
 from tfsmooth.jobs import records
 from tfsmooth.smoothing import SmoothedClassifier, recertify
 
@@ -56,6 +56,12 @@ class CertifyConfig:
             mixes methods (and files written before the option existed resume as "cohen").
         alpha_split: "t-certify" only: alpha_A / alpha in (0, 1], or "auto" (chosen on the selection
             draws); default 0.5. In the run record with a "t-certify" method.
+        sigma_grid: sample-wise certification (`tfsmooth.jobs.samplewise`, `tfsmooth.samplewise`): the noise
+            levels each image's sigma_j is chosen from (sorted, distinct, > 0), or None (default: one sigma).
+            With a grid, `sigma` is sigma_0, the level the transductive classifier uses outside the certified
+            balls. In the run record only when set, with n_select and allocation.
+        n_select: sample-wise only: sigma-selection draws per grid level (default 100).
+        allocation: sample-wise only: "linprog" (default) or "greedy" (`tfsmooth.samplewise.allocate_radii`).
     """
 
     model: str
@@ -73,6 +79,9 @@ class CertifyConfig:
     compute_dtype: str = "float32"
     method: str = "cohen"
     alpha_split: Union[float, str] = 0.5
+    sigma_grid: Optional[Tuple[float, ...]] = None
+    n_select: int = 100
+    allocation: str = "linprog"
 
     def __post_init__(self):
         check_evaluation_fields(self)
@@ -80,6 +89,10 @@ class CertifyConfig:
         checks.check_choice(self.compute_dtype, "compute_dtype", registry.COMPUTE_DTYPES)
         checks.check_choice(self.method, "method", registry.CERTIFY_METHODS)
         object.__setattr__(self, "alpha_split", stats.check_alpha_split(self.alpha_split))
+        if self.sigma_grid is not None:
+            object.__setattr__(self, "sigma_grid", samplewise.check_sigma_grid(self.sigma_grid))
+        checks.check_count(self.n_select, "n_select")
+        checks.check_choice(self.allocation, "allocation", samplewise.ALLOCATIONS)
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
@@ -88,7 +101,12 @@ class CertifyConfig:
             omit.append("compute_dtype")
         if kind != "certify" or self.method == "cohen":  # likewise for CERTIFY files written before T-CERTIFY
             omit += ["method", "alpha_split"]
-        return records.run_record(self, kind, omit)
+        if kind != "certify" or self.sigma_grid is None:  # and for files written before sample-wise smoothing
+            omit += ["sigma_grid", "n_select", "allocation"]
+        record = records.run_record(self, kind, omit)
+        if "sigma_grid" in record:
+            record["sigma_grid"] = list(record["sigma_grid"])
+        return record
 
     def min_n(self, kind: str) -> int:
         """The smallest n with which this configuration can ever answer (`stats.min_n_to_*`)."""
@@ -143,6 +161,9 @@ def predict_dataset(config: CertifyConfig, out: str, *, on_row: Optional[Callabl
 
 
 def _run(config, out, on_row, kind, restart, also=()):
+    if config.sigma_grid is not None:
+        raise ValueError("config.sigma_grid is set: sample-wise certification is "
+                         "tfsmooth.jobs.certify_samplewise_dataset (the allocation needs every row)")
     also = _check_also(config, out, also)
     for each in (config, *(other for other, _ in also)):
         minimum = each.min_n(kind)
@@ -268,6 +289,8 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
                 row["correct"] = int(decided.label == row["label"])
                 if "radius" in columns:
                     row["radius"] = decided.radius
+                if "radius_unallocated" in columns:  # sample-wise rows before the allocation
+                    row.update(radius_unallocated=decided.radius, sigma=decided.sigma)
                 writer.write(row)
                 first = first or row
             written += 1
