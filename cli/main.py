@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tfsmooth.cli.analyze import analyze
+from tfsmooth.cli.assign_sigma import assign_sigma
 from tfsmooth.cli.attack import attack
 from tfsmooth.cli.certify import certify, predict
 from tfsmooth.cli.export import export
@@ -31,6 +32,7 @@ cli.add_command(analyze)
 cli.add_command(export)
 cli.add_command(attack)
 cli.add_command(pseudo_label)
+cli.add_command(assign_sigma)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ def _smoothadv_options(function):
                      help="Delete the run's files in OUTDIR and start over instead of resuming."),
         click.option("--train-examples", type=NON_NEGATIVE, default=0, show_default=True,
                      help="Use only the first this many labeled training images (0: all)."),
+        click.option("--sigma-file", type=click.Path(dir_okay=False), default=None,
+                     help="Sample-wise fine-tuning: .npz of `tfsmooth assign-sigma`; each training image gets its "
+                          "own noise level (--sigma then applies to the validation images only)."),
     ]
     for option in reversed(options):
         function = option(function)

@@ -278,15 +278,18 @@ class SmoothingTrainer(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, inputs, training=False):
+        if isinstance(inputs, dict):  # {"images", "sigma"} batches of sample-wise training: the images
+            inputs = inputs[IMAGES_KEY]
         return self.base_model(inputs, training=training)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, sigma = split_sigma(x)  # sigma: per-example noise levels [B] (sample-wise training), or None
         x = checked_pixels(x)
-        copies, logs = self.noisy_copies(x, y, _advance(self.train_noise_step))  # [B, k, H, W, C], no gradient
+        copies, logs = self.noisy_copies(x, y, _advance(self.train_noise_step), sigma=sigma)  # [B, k, H, W, C]
         with tf.GradientTape() as tape:
             logits = self.copies_logits(copies, training=True)  # [B, k, K]: one forward pass
-            loss = self.copies_loss(y, logits, sample_weight)  # this replica's share of the global loss
+            loss = self.copies_loss(y, logits, sample_weight, sigma=sigma)  # this replica's share of the loss
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
@@ -302,7 +305,7 @@ class SmoothingTrainer(keras.Model):
         return self.report(copies, y, logits, sample_weight, loss)
 
     # ---------------------------------------------------------------------- method interface
-    def noisy_copies(self, x, y, step, replica_id=None):
+    def noisy_copies(self, x, y, step, replica_id=None, sigma=None):
         """The method's noisy copies of a batch (default: `num_copies` Gaussian copies).
 
         Args:
@@ -310,20 +313,22 @@ class SmoothingTrainer(keras.Model):
             y: labels [B] (or the targets of the compiled loss).
             step: int64 scalar, the training step whose randomness to draw.
             replica_id: the replica whose randomness to draw; None: the calling one.
+            sigma: float32 [B], each example's own noise level (sample-wise training), or None: `self.sigma`.
 
         Returns:
             float32 [B, k, H, W, C] copies x + delta_i (not clipped), and a dict of extra logs.
         """
         del y
-        return x[:, None] + self.gaussian_noise(x, self.num_copies, noise.TRAIN_NOISE, step, replica_id), {}
+        return x[:, None] + self.gaussian_noise(x, self.num_copies, noise.TRAIN_NOISE, step, replica_id, sigma), {}
 
-    def copies_loss(self, y, logits, sample_weight):
+    def copies_loss(self, y, logits, sample_weight, sigma=None):
         """The method's loss over the copies (default: `compiled_loss_of_copies`).
 
         Args:
             y: labels [B] (or the targets of the compiled loss).
             logits: [B, k, K], the base classifier's outputs on the copies, training mode.
             sample_weight: float [B] or None.
+            sigma: float32 [B] per-example noise levels, or None (only MACER's loss depends on sigma).
 
         Returns:
             float32 scalar: this replica's share of the global loss (its mean over the replica's
@@ -333,17 +338,20 @@ class SmoothingTrainer(keras.Model):
         return compiled_loss_of_copies(self, y, logits, sample_weight)
 
     # ------------------------------------------------------------------------ building blocks
-    def gaussian_noise(self, x, copies: int, domain: int, step, replica_id=None):
+    def gaussian_noise(self, x, copies: int, domain: int, step, replica_id=None, sigma=None):
         """delta ~ N(0, sigma^2 I) for `copies` copies of each image: float32 [B, copies, H, W, C].
 
         One stateless draw seeded by `noise.step_seeds(seed, domain, replica, step)`: a function
-        of (seed, domain, replica, step, batch shape) only; not clipped.
+        of (seed, domain, replica, step, batch shape) only, times sigma; not clipped. `sigma`:
+        float32 [B], example b's copies have standard deviation sigma[b] (sample-wise training,
+        checked > 0 and finite in the graph), or None: `self.sigma` for all.
         """
         x = tf.convert_to_tensor(x, tf.float32)
         replica = noise.replica_id() if replica_id is None else replica_id
         shape = tf.concat([tf.shape(x)[:1], [copies], tf.shape(x)[1:]], axis=0)
         draw = tf.random.stateless_normal(shape, seed=noise.step_seeds(self.seed, domain, replica, step))
-        return tf.ensure_shape(draw * self.sigma, [x.shape[0], copies, *x.shape[1:]])
+        scale = self.sigma if sigma is None else tf.reshape(checked_sigma(sigma), [-1, 1, 1, 1, 1])
+        return tf.ensure_shape(draw * scale, [x.shape[0], copies, *x.shape[1:]])
 
     def add_noise(self, images, step=None, replica_id=None):
         """images + delta, the Gaussian noise of Gaussian augmentation's training step `step`.
@@ -391,6 +399,30 @@ class SmoothingTrainer(keras.Model):
         config = dict(config)
         base_model = keras.saving.deserialize_keras_object(config.pop("base_model"))
         return cls(base_model, **config)
+
+
+IMAGES_KEY, SIGMA_KEY = "images", "sigma"
+"""Sample-wise training feeds batches ({IMAGES_KEY: float32 [B, H, W, C], SIGMA_KEY: float32 [B]}, labels): each
+example with its own noise level (`tfsmooth.jobs.samplewise.assign_sigma`, `tfsmooth train --sigma-file`)."""
+
+
+def split_sigma(x):
+    """(images, per-example sigma [B] or None) of a batch's inputs: a {"images", "sigma"} dict, or images."""
+    if isinstance(x, dict):
+        if set(x) != {IMAGES_KEY, SIGMA_KEY}:
+            raise ValueError(f"dict inputs must have exactly the keys {IMAGES_KEY!r} and {SIGMA_KEY!r} (sample-wise "
+                             f"training), got {sorted(x)}")
+        return x[IMAGES_KEY], tf.reshape(tf.cast(x[SIGMA_KEY], tf.float32), [-1])
+    return x, None
+
+
+def checked_sigma(sigma):
+    """sigma [B] after an in-graph check that every level is a finite number > 0 (InvalidArgumentError if not)."""
+    sigma = tf.convert_to_tensor(sigma, tf.float32)
+    check = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(sigma) & (sigma > 0.0)),
+                                ["per-example sigma must be finite and > 0; got min", tf.reduce_min(sigma)])
+    with tf.control_dependencies([check]):
+        return tf.identity(sigma)
 
 
 def checked_pixels(x):
@@ -604,7 +636,7 @@ class SmoothAdvModel(GaussianAugmentedModel):
             raise ValueError("regularizer='none' trains on the compiled loss: it has no per-example terms")
         return SMOOTHADV_REGULARIZERS[self.regularizer][1](self._method_config, y, logits)
 
-    def copies_loss(self, y, logits, sample_weight):
+    def copies_loss(self, y, logits, sample_weight, sigma=None):
         """The compiled loss over the copies (Pseudocode 1), or with a regularizer its weighted per-example loss
         (`example_terms`) plus the regularization losses, as `RegularizedTrainer`."""
         if self.regularizer == "none":
@@ -631,26 +663,30 @@ class SmoothAdvModel(GaussianAugmentedModel):
         fraction = tf.cast(self.epoch + 1, tf.float32) / float(self.warmup_epochs)
         return self.epsilon * tf.minimum(1.0, fraction)
 
-    def noisy_copies(self, x, y, step, replica_id=None):
+    def noisy_copies(self, x, y, step, replica_id=None, sigma=None):
         """Steps 1-2 of Pseudocode 1: m draws, the attack with them, the copies x_adv + delta_i.
+
+        With per-example `sigma` [B] (sample-wise training) example b's draws have standard deviation sigma[b],
+        and the attack targets its smoothed classifier at that level (it only sees the draws).
 
         Returns:
             float32 [B, k, H, W, C] (k = m, or 1 without `multi_noise`) and the log {"epsilon": epsilon_t}.
         """
         epsilon = self.current_epsilon()
-        draws = self.draw_noise(x, step, replica_id)  # delta_i^(b), [B, m, H, W, C]
+        draws = self.draw_noise(x, step, replica_id, sigma)  # delta_i^(b), [B, m, H, W, C]
         x_adv = self.attack_batch(x, y, draws, epsilon, self.attack_seeds(x, step, replica_id))
         if not self.multi_noise:
             draws = draws[:, :1]
         return x_adv[:, None] + draws, {"epsilon": epsilon}  # the list L of Pseudocode 1
 
-    def draw_noise(self, x, step=None, replica_id=None):
+    def draw_noise(self, x, step=None, replica_id=None, sigma=None):
         """m draws per example of training step `step` (default: the next): float32 [B, m, H, W, C].
 
-        delta ~ N(0, sigma^2 I), not clipped; domain `noise.TRAIN_NOISE`, as Gaussian augmentation.
+        delta ~ N(0, sigma^2 I) (sigma: `self.sigma`, or per example [B]), not clipped; domain
+        `noise.TRAIN_NOISE`, as Gaussian augmentation.
         """
         step = self.train_noise_step.value if step is None else step
-        return self.gaussian_noise(x, self.num_noise_vec, noise.TRAIN_NOISE, step, replica_id)
+        return self.gaussian_noise(x, self.num_noise_vec, noise.TRAIN_NOISE, step, replica_id, sigma)
 
     def attack_seeds(self, x, step=None, replica_id=None):
         """Per-example attack seeds of training step `step` (default: the next): int64 [B, 2].
@@ -734,12 +770,12 @@ class RegularizedTrainer(SmoothingTrainer):
         """The method's configuration (an instance of `config_class`)."""
         return self._method_config
 
-    def example_terms(self, y, logits):
-        """(loss [B], {term name: [B]}) of the copies' logits [B, k, K]."""
+    def example_terms(self, y, logits, sigma=None):
+        """(loss [B], {term name: [B]}) of the copies' logits [B, k, K]; `sigma`: per-example levels [B] or None."""
         raise NotImplementedError
 
-    def copies_loss(self, y, logits, sample_weight):
-        return _terms_loss(self, *self.example_terms(y, logits), sample_weight)
+    def copies_loss(self, y, logits, sample_weight, sigma=None):
+        return _terms_loss(self, *self.example_terms(y, logits, sigma=sigma), sample_weight)
 
     def test_step(self, data):
         """The compiled loss and metrics on one Gaussian copy of each input (as every method), and the terms on
@@ -843,10 +879,11 @@ class MACERModel(RegularizedTrainer):
     config_class = MACERConfig
     TERMS = ("ce", "hinge", "kept")
 
-    def example_terms(self, y, logits):
+    def example_terms(self, y, logits, sigma=None):
         config = self._method_config
         ce, hinge, kept = losses.macer_terms(logits, y, beta=config.beta, gamma=config.gamma)
-        return ce + config.lbd * self.sigma / 2 * hinge, {"ce": ce, "hinge": hinge, "kept": kept}
+        scale = self.sigma if sigma is None else sigma  # sigma_b / 2 * (gamma - xi_b): the radius margin's unit
+        return ce + config.lbd * scale / 2 * hinge, {"ce": ce, "hinge": hinge, "kept": kept}
 
 
 @keras.saving.register_keras_serializable(package="tfsmooth")
@@ -866,7 +903,7 @@ class ADREModel(RegularizedTrainer):
     config_class = ADREConfig
     TERMS = ("ce", "log_p_b")
 
-    def example_terms(self, y, logits):
+    def example_terms(self, y, logits, sigma=None):
         return adre_example_terms(self._method_config, y, logits)
 
 
@@ -886,7 +923,7 @@ class ConsistencyModel(RegularizedTrainer):
     config_class = ConsistencyConfig
     TERMS = ("ce", "kl", "entropy")
 
-    def example_terms(self, y, logits):
+    def example_terms(self, y, logits, sigma=None):
         return consistency_example_terms(self._method_config, y, logits)
 
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfsmooth import checks, data, files, models, registry, training
 from tfsmooth.jobs.records import NOISE_SCHEME, check_model_fits_data
+from tfsmooth.jobs.samplewise import load_sigma_file
 from tfsmooth.jobs.self_training import parse_source, pseudo_labeled_data
 from tfsmooth.models.io import load_base_model, load_model, replace_head
 
@@ -61,6 +62,9 @@ class TrainConfig:
         pseudo_labels: `.npz` written by `pseudo_label` for `unlabeled`.
         self_training_weight: sample weight of the pseudo-labeled examples (> 0; default 1.0).
         train_examples: use only the first this many labeled training examples (0: all).
+        sigma_file: sample-wise fine-tuning: an `.npz` of `tfsmooth.jobs.samplewise.assign_sigma` giving each
+            training example its own noise level sigma_i (then `sigma` is only the validation level); not with
+            self-training.
     """
 
     dataset: str = "cifar10"
@@ -83,6 +87,7 @@ class TrainConfig:
     pseudo_labels: Optional[str] = None
     self_training_weight: Optional[float] = None
     train_examples: int = 0
+    sigma_file: Optional[str] = None
 
     def __post_init__(self):
         checks.check_sigma(self.sigma)
@@ -298,6 +303,7 @@ def _check_first_batch(batches) -> None:
     """Refuses, in one line, training batches whose pixels are not in [0, 1] (`training.checked_pixels` also
     checks every step in the graph; this catches it before the first epoch, with a plain error)."""
     for images, *_ in batches.take(1):
+        images, _ = training.split_sigma(images)
         low, high = float(tf.reduce_min(images)), float(tf.reduce_max(images))
         if not (0.0 <= low and high <= 1.0):
             raise ValueError(f"training images must be pixels in [0, 1] (tfsmooth adds the noise there), the first "
@@ -352,6 +358,11 @@ def _check_extra_data_fields(config: TrainConfig):
     checks.check_count(config.train_examples, "train_examples", minimum=0)
     if config.init_from is not None:
         object.__setattr__(config, "init_from", os.path.abspath(config.init_from))
+    if config.sigma_file is not None:
+        if config.unlabeled is not None:
+            raise ValueError("sigma_file (sample-wise fine-tuning) does not combine with self-training (unlabeled, "
+                             "pseudo_labels) yet: the pseudo-labeled images have no sigma of their own")
+        object.__setattr__(config, "sigma_file", os.path.abspath(config.sigma_file))
     if (config.unlabeled is None) != (config.pseudo_labels is None):
         raise ValueError("unlabeled and pseudo_labels must be given together (self-training), got "
                          f"unlabeled={config.unlabeled!r}, pseudo_labels={config.pseudo_labels!r}")
@@ -375,6 +386,20 @@ def _check_train_files(config: TrainConfig):
         _initial_base_model(config, num_classes, info)
     if config.unlabeled is not None:
         pseudo_labeled_data(config.unlabeled, config.pseudo_labels, config.data_dir, num_classes)
+    if config.sigma_file is not None:
+        _example_sigmas(config)
+
+
+def _example_sigmas(config: TrainConfig):
+    """The sigma file's levels, checked against the training examples (count, data set, data source)."""
+    labeled = data.load_dataset(config.dataset, "train", config.data_dir)
+    count = int(labeled.cardinality())
+    if config.train_examples:
+        count = min(count, config.train_examples)
+    sigma = load_sigma_file(config.sigma_file, config.dataset, None, data.data_source(config.dataset, config.data_dir))
+    if len(sigma) < count:
+        raise ValueError(f"{config.sigma_file} holds {len(sigma)} noise levels, but the run trains on {count} examples")
+    return sigma[:count]
 
 
 def _initial_base_model(config: TrainConfig, num_classes: int, info: Optional[data.DatasetInfo] = None) -> keras.Model:
@@ -408,6 +433,12 @@ def _training_data(config: TrainConfig, num_classes: int):
     labeled = data.load_dataset(config.dataset, "train", config.data_dir)
     if config.train_examples:
         labeled = labeled.take(config.train_examples)
+    if config.sigma_file is not None:  # sample-wise: the label slot carries (label, sigma_i) through the pipeline
+        sigma = tf.data.Dataset.from_tensor_slices(_example_sigmas(config))
+        batches = data.training_pipeline(tf.data.Dataset.zip((labeled, sigma)).map(lambda xy, s: (xy[0], (xy[1], s))),
+                                         config.batch, seed=config.seed)
+        return batches.map(lambda x, label_sigma: ({training.IMAGES_KEY: x, training.SIGMA_KEY: label_sigma[1]},
+                                                   label_sigma[0]))
     if config.unlabeled is None:
         return data.training_pipeline(labeled, config.batch, seed=config.seed)
     # The label slot carries (label, weight) through the shared pipeline; weight 1 for real labels.
