@@ -82,3 +82,39 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_npz(path, keys, what: str, rerun: str) -> dict:
+    """The arrays `keys` of an `.npz` written by a tfsmooth job, read without pickle.
+
+    Args:
+        path: the file.
+        keys: the names that must be in it.
+        what: how the file is described in errors (e.g. "a pseudo-labels .npz written by `tfsmooth pseudo-label`
+            (a zip of label int64 [N] and str dataset, split, data_source)").
+        rerun: the command that writes such a file, named where keys are missing.
+
+    Returns:
+        {key: numpy array}.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: not an `.npz` (e.g. a bare `.npy` array, a damaged zip) or one lacking a key.
+    """
+    import zipfile
+
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"file not found: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds a single {archive.dtype} {archive.shape} array (.npy format)")
+        with archive:
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise ValueError(f"it lacks {', '.join(missing)} (rerun `{rerun}`)")
+            return {key: archive[key] for key in keys}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not {what}: {err}") from None

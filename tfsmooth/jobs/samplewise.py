@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import zipfile
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -266,18 +265,8 @@ def load_sigma_file(path: str, dataset: str, count: int, data_source: str) -> np
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"sigma file not found: {path}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"it holds a single {archive.dtype} {archive.shape} array (.npy format)")
-        with archive:
-            missing = [key for key in SIGMA_FILE_KEYS if key not in archive.files]
-            if missing:
-                raise ValueError(f"it lacks {', '.join(missing)} (rerun `tfsmooth assign-sigma`)")
-            found = {key: archive[key] for key in SIGMA_FILE_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a sigma file written by `tfsmooth assign-sigma` (a zip of sigma float [N], "
-                         f"sigma_grid and str dataset, split, data_source): {err}") from None
+    found = files.read_npz(path, SIGMA_FILE_KEYS, "a sigma file written by `tfsmooth assign-sigma` (a zip of sigma "
+                           "float [N], sigma_grid and str dataset, split, data_source)", "tfsmooth assign-sigma")
     if str(found["dataset"]) != dataset or str(found["split"]) != "train":
         raise ValueError(f"{path} holds sigmas for {found['dataset']}:{found['split']}, but the run trains on "
                          f"{dataset}:train")

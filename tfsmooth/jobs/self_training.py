@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from typing import Optional
 
 import numpy as np
@@ -123,18 +122,8 @@ def load_pseudo_labels(path: str, source: str, num_classes: int, count: int, dat
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pseudo-labels file not found: {path}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"it holds a single {archive.dtype} {archive.shape} array (.npy format)")
-        with archive:
-            missing = [key for key in PSEUDO_LABEL_KEYS if key not in archive.files]
-            if missing:
-                raise ValueError(f"it lacks {', '.join(missing)} (rerun `tfsmooth pseudo-label`)")
-            found = {key: archive[key] for key in PSEUDO_LABEL_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a pseudo-labels .npz written by `tfsmooth pseudo-label` (a zip of label "
-                         f"int64 [N] and str dataset, split, data_source): {err}") from None
+    found = files.read_npz(path, PSEUDO_LABEL_KEYS, "a pseudo-labels .npz written by `tfsmooth pseudo-label` (a zip "
+                           "of label int64 [N] and str dataset, split, data_source)", "tfsmooth pseudo-label")
     labels, origin = found["label"], f"{found['dataset']}:{found['split']}"
     if origin != source:
         raise ValueError(f"{path} labels {origin}, but the unlabeled source is {source}")
