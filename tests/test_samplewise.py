@@ -217,3 +217,28 @@ def test_samplewise_certification_is_seeded_and_refuses_bad_arguments():
             classifier.iter_certify(zip([0], images), **{"n0": 20, "n": 100, "alpha": 0.01, **kwargs})
     with pytest.raises(ValueError, match="image"):
         classifier.certify_batch(np.zeros((2, 5, 5, 1), np.float32), n0=20, n=100, alpha=0.01, seed=0)
+
+
+def test_coincident_images_of_different_sigma_get_no_radius_and_are_flagged():
+    points = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [3.0, 0.0]])
+    sigmas = np.array([0.25, 0.5, 0.25, 0.25])  # 0 and 1 clash; 2 and 3 coincide at one sigma (no clash)
+    radii = np.array([0.5, 0.5, 0.5, 0.5])
+    for method in samplewise.ALLOCATIONS:
+        allocated = samplewise.allocate_radii(points, radii, sigmas, method)
+        assert allocated[0] == allocated[1] == 0.0 and np.array_equal(allocated[2:], [0.5, 0.5])
+    np.testing.assert_array_equal(samplewise.coincident_conflicts(points, sigmas), [True, True, False, False])
+
+
+@pytest.mark.parametrize("trial", range(10))
+def test_tight_allocations_stay_feasible_in_floating_point(trial):
+    # Many binding pairs at awkward distances: every constraint the LP or the greedy pass meets with equality is
+    # where rounding could leave a pair an ulp over; the repair must leave none.
+    rng = np.random.default_rng(500 + trial)
+    points = rng.normal(size=(60, 2)) * 0.3
+    radii = rng.uniform(0.5, 3.0, size=60)
+    sigmas = rng.choice([0.12, 0.25, 0.5, 1.0], size=60)
+    for method in samplewise.ALLOCATIONS:
+        allocated = samplewise.allocate_radii(points, radii, sigmas, method)
+        i, j, d = samplewise.conflicting_pairs(points, radii, sigmas)
+        assert np.all(allocated[i] + allocated[j] <= d * SLACK)
+        _feasible(points, radii, sigmas, allocated)

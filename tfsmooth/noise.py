@@ -84,7 +84,7 @@ estimation draws (`tfsmooth.stats.decide_certificate`), so its counts are CERTIF
 would reach a step domain (tags 8-15) or overflow: callers validate the stream."""
 RESERVED_STREAMS = {4: "free (once kept for T-CERTIFY runner-up draws, which it does not need)",
                     6: "sequential certification"}
-"""Streams (tags 5-7) kept free for later issues; `block_seeds` accepts them already."""
+"""Streams (tags 5 and 7) kept free for later issues; `block_seeds` accepts them already."""
 
 MAX_KEY = 2**28
 """Keys (example identifiers, e.g. the index in the test set) must lie in [0, MAX_KEY)."""

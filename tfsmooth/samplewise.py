@@ -9,15 +9,19 @@ one sigma. A classifier that smooths each input with its own sigma(x) is not a g
 certificates are void in general (Súkeník et al., ICML 2022). For a known test set x_1 ... x_N with chosen noise
 levels sigma_j and CERTIFY radii R_j of g_{sigma_j} at x_j, define
 
-    h(x) = g_{sigma_j}(x)  for x in B(x_j, r_j)   (open l2 balls),    h(x) = g_{sigma_0}(x) elsewhere,
+    h(x) = g_{sigma_j}(x)  for x = x_j and for x in B(x_j, r_j)   (open l2 balls),
+    h(x) = g_{sigma_0}(x)  elsewhere,
 
-with radii r_j <= R_j such that r_i + r_j <= ||x_i - x_j||_2 whenever sigma_i != sigma_j. Balls with different
-sigma are then disjoint, and balls with the same sigma overlap only where both say "g_sigma", so h is well
-defined. On B(x_j, r_j), h equals g_{sigma_j}, which is constant on B(x_j, R_j) whenever the CERTIFY bound of x_j
-holds, i.e. with probability >= 1 - alpha (Cohen et al. 2019, Theorem 1 and Proposition 2). So with probability
->= 1 - alpha per image, h is constant on B(x_j, r_j) and equal to the label CERTIFY returned: the certified radius
-of x_j is r_j -- for this test set only (h depends on it). Since r_j <= R_j always, the allocation never needs the
-estimation draws to be independent of the other images' draws.
+with radii r_j <= R_j such that r_i + r_j <= (1 - DISTANCE_SLACK) ||x_i - x_j||_2 whenever sigma_i != sigma_j.
+Balls with different sigma are then disjoint, no ball contains the centre of an image of another sigma
+(r_i < ||x_i - x_j||), and balls with the same sigma overlap only where both say "g_sigma", so h is well defined
+-- except at a point that two images of different sigma share exactly (distance 0): those images are not
+certified (`coincident_conflicts`). On {x_j} and B(x_j, r_j), h equals g_{sigma_j}, which is constant on
+B(x_j, R_j) whenever the CERTIFY bound of x_j holds, i.e. with probability >= 1 - alpha (Cohen et al. 2019,
+Theorem 1 and Proposition 2). So with probability >= 1 - alpha per image, h(x_j) is the label CERTIFY returned
+and h is constant on B(x_j, r_j): the certified radius of x_j is r_j (possibly 0: the prediction at x_j alone) --
+for this test set only (h depends on it). Since r_j <= R_j always, the allocation never needs the estimation
+draws to be independent of the other images' draws.
 
 `allocate_radii` chooses the r_j maximizing sum_j r_j (a linear program, `scipy.optimize.linprog` with HiGHS), or
 by a greedy pass that is feasible by construction. It does not look at labels: the objective is the sum over all
@@ -137,6 +141,7 @@ def allocate_radii(points, radii, sigmas, method: str = "linprog") -> np.ndarray
             room = [limit_kb - (allocated[other] if placed[other] else 0.0) for other, limit_kb in neighbours.get(k, [])]
             allocated[k] = max(0.0, min([radii[k], *room]))
             placed[k] = True
+        return _repaired(allocated, i, j, limit, radii)
     else:
         involved = np.unique(np.concatenate([i, j]))  # LP over the images with a conflict only
         position = np.full(len(radii), -1)
@@ -149,17 +154,47 @@ def allocate_radii(points, radii, sigmas, method: str = "linprog") -> np.ndarray
         if solution.status != 0:
             raise RuntimeError(f"allocate_radii: the linear program failed: {solution.message}")
         allocated[involved] = np.clip(solution.x, 0.0, radii[involved])
-        # The solver meets constraints to ~1e-9 absolute: shrink any pair that is over, by its excess, from both.
-        # Cuts only shrink radii, so a pair fixed stays fixed.
-        for k in np.nonzero(allocated[i] + allocated[j] > limit)[0]:
-            over = allocated[i[k]] + allocated[j[k]] - limit[k]
-            if over > 0:
-                cut = min(over, allocated[i[k]])
-                allocated[i[k]] -= cut
-                allocated[j[k]] = max(0.0, allocated[j[k]] - (over - cut))
+    return _repaired(allocated, i, j, limit, radii)
+
+
+def _repaired(allocated, i, j, limit, radii):
+    """`allocated` with every pair made feasible in floating point: HiGHS meets constraints to its feasibility
+    tolerance (1e-7 absolute) and a greedy sum fl(limit - r) + r can exceed limit by an ulp, so each pair still
+    over is cut by its excess plus a margin of a few ulps (from the larger radius first). Cuts only shrink radii,
+    so a pair made feasible stays feasible; the loop ends after a few passes."""
+    for _ in range(100):
+        bad = np.nonzero(allocated[i] + allocated[j] > limit)[0]
+        if len(bad) == 0:
+            break
+        for k in bad:
+            a, b = (i[k], j[k]) if allocated[i[k]] >= allocated[j[k]] else (j[k], i[k])
+            excess = allocated[a] + allocated[b] - limit[k]
+            if excess <= 0:
+                continue
+            cut = excess + 4 * np.finfo(np.float64).eps * max(1.0, limit[k])
+            taken = min(cut, allocated[a])
+            allocated[a] -= taken
+            allocated[b] = max(0.0, allocated[b] - (cut - taken))
     if np.any(allocated[i] + allocated[j] > limit) or np.any(allocated > radii) or np.any(allocated < 0):
         raise AssertionError("allocate_radii: the allocation is not feasible (a bug)")
     return allocated
+
+
+def coincident_conflicts(points, sigmas) -> np.ndarray:
+    """Which images coincide exactly (l2 distance 0) with an image of another sigma: bool [N].
+
+    At such a point the sample-wise classifier h of the module docstring cannot follow both sigmas, so no
+    prediction there is certified: `tfsmooth.jobs.samplewise` writes them as abstentions (their allocated radius
+    is 0 anyway, as the distance is).
+    """
+    flat, _, sigmas = _checked(points, np.zeros(len(points)), sigmas)
+    clash = np.zeros(len(flat), dtype=bool)
+    for start in range(0, len(flat), _BLOCK):
+        block = distance.cdist(flat[start:start + _BLOCK], flat)
+        i, j = np.nonzero(block == 0.0)
+        i = i + start
+        clash[i[sigmas[i] != sigmas[j]]] = True
+    return clash
 
 
 # ------------------------------------------------------------------------------ choosing sigma per test image

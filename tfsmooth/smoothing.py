@@ -74,7 +74,10 @@ def recertify(certificate: Certificate, sigma: float, alpha: float, method: str 
         ValueError: as `tfsmooth.stats.decide_certificate`.
     """
     start = time.perf_counter()
-    decision = stats.decide_certificate(certificate.selection_counts, certificate.counts, sigma, alpha, method,
+    # The draws were sigma rounded to float32 times standard normals (`tfsmooth.counting`): the radius is that
+    # smoothed classifier's, so it uses the same float32 sigma (for 0.12, float64 would overstate it by 2e-8).
+    noise_sigma = float(np.float32(sigma))
+    decision = stats.decide_certificate(certificate.selection_counts, certificate.counts, noise_sigma, alpha, method,
                                         alpha_split)
     return dataclasses.replace(certificate, label=decision.label, radius=decision.radius,
                                p_a_lower=decision.p_a_lower, p_b_upper=decision.p_b_upper,
@@ -341,7 +344,7 @@ class SmoothedClassifier:
                 (`noise_block` draws, default 100), at least one block; the counts do not depend on it.
             seed: int in [0, 2**63); the same seed gives the same counts. None draws a fresh seed.
             stream: which independent stream of draws, one of `tfsmooth.noise.STREAMS` (the
-                `STREAM_*` constants 0-3).
+                `STREAM_*` constants).
             keys: as in `certify_batch`.
 
         Returns:

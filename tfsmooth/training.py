@@ -169,6 +169,9 @@ class SmoothAdvConfig(_JsonConfig):
         if self.regularizer != "none" and not self.multi_noise:
             raise ValueError(f"regularizer={self.regularizer!r} is a loss over the m noisy copies of each attacked "
                              "image: it needs multi_noise=True")
+        if self.regularizer == "consistency" and self.num_noise_vec < 2:
+            raise ValueError("regularizer='consistency' compares the m noisy copies of each image: it needs "
+                             f"num_noise_vec >= 2, got {self.num_noise_vec}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,7 +353,14 @@ class SmoothingTrainer(keras.Model):
         replica = noise.replica_id() if replica_id is None else replica_id
         shape = tf.concat([tf.shape(x)[:1], [copies], tf.shape(x)[1:]], axis=0)
         draw = tf.random.stateless_normal(shape, seed=noise.step_seeds(self.seed, domain, replica, step))
-        scale = self.sigma if sigma is None else tf.reshape(checked_sigma(sigma), [-1, 1, 1, 1, 1])
+        if sigma is None:
+            scale = self.sigma
+        else:
+            sigma = checked_sigma(sigma)
+            same = tf.debugging.assert_equal(tf.shape(sigma)[0], tf.shape(x)[0],
+                                             message="per-example sigma must have one level per image")
+            with tf.control_dependencies([same]):
+                scale = tf.reshape(sigma, tf.concat([[-1], tf.ones([len(x.shape)], tf.int32)], axis=0))
         return tf.ensure_shape(draw * scale, [x.shape[0], copies, *x.shape[1:]])
 
     def add_noise(self, images, step=None, replica_id=None):

@@ -13,9 +13,10 @@ the run has two stages:
 
 1. one durable row per image in `unallocated_path(out)` (`results.UNALLOCATED_COLUMNS`: the chosen sigma_j and
    R_j as `radius_unallocated`, no `radius` column), resumable like `certify_dataset` -- a crash resumes from it;
-2. after the last image, `samplewise.allocate_radii` on all rows, and `out` written whole
-   (`results.SAMPLEWISE_COLUMNS`: `radius` = the allocated r_j, plus `sigma` and `radius_unallocated`), with a run
-   record marked `"transductive": true`.
+2. after the last image, `samplewise.allocate_radii` on all rows, and `out` written whole (to a temporary file,
+   then renamed; `results.SAMPLEWISE_COLUMNS`: `radius` = the allocated r_j, plus `sigma` and
+   `radius_unallocated`), with a run record marked `"transductive": true`; an image that coincides exactly with
+   one of another sigma is written as an abstention (`samplewise.coincident_conflicts`).
 
 The guarantee (the `tfsmooth.samplewise` module docstring): the classifier h that smooths with sigma_j on
 B(x_j, r_j) and with sigma_0 = `config.sigma` elsewhere is constant on each B(x_j, r_j), equal to the row's
@@ -82,8 +83,9 @@ def certify_samplewise_dataset(config: CertifyConfig, out: str, *, on_row: Optio
     if restart:
         records.remove_results(out)
     _check_final(out, final_record)
-    written = evaluate(config, results.UNALLOCATED_COLUMNS, {**record, "stage": "unallocated"}, answers, rows_path,
-                       on_row, restart=restart)
+    # The rows do not depend on the allocation (stage 2 only): another --allocation reuses them.
+    rows_record = {**{k: v for k, v in record.items() if k != "allocation"}, "stage": "unallocated"}
+    written = evaluate(config, results.UNALLOCATED_COLUMNS, rows_record, answers, rows_path, on_row, restart=restart)
     _allocate(config, rows_path, out, final_record)
     return written
 
@@ -116,13 +118,10 @@ def _allocate(config: CertifyConfig, rows_path: str, out: str, record: dict) -> 
     if set(rows.idx.tolist()) != set(examples):
         missing = sorted(set(examples) - set(rows.idx.tolist()))[:5]
         raise RuntimeError(f"{rows_path} lacks rows of the selection (e.g. idx {missing}): rerun to finish it")
-    if os.path.exists(out):
+    if os.path.exists(out):  # written whole by a rename, so complete
         _check_final(out, record)
-        try:
-            if set(results.read_results(out).idx.tolist()) == set(examples):
-                return  # allocated and written whole before
-        except ValueError:
-            pass  # cut short while being written: write it again
+        if set(results.read_results(out).idx.tolist()) == set(examples):
+            return
     records.remove_results(out)
     order = np.argsort(rows.idx)
     points = np.stack([np.asarray(examples[int(idx)], np.float32) for idx in rows.idx[order]])
@@ -131,14 +130,21 @@ def _allocate(config: CertifyConfig, rows_path: str, out: str, record: dict) -> 
     # printed is never above the text, and the allocation's slack (1e-9 relative) dwarfs the ulp.
     unallocated_text = np.nextafter(rows.radius_unallocated, np.inf)
     allocated = samplewise.allocate_radii(points, unallocated_text[order], rows.sigma[order], config.allocation)
-    with results.ResultsWriter(out, results.SAMPLEWISE_COLUMNS, record,
+    clash = samplewise.coincident_conflicts(points, rows.sigma[order])  # not certified: written as abstentions
+    temporary = out + ".allocating.tsv"
+    records.remove_results(temporary)
+    with results.ResultsWriter(temporary, results.SAMPLEWISE_COLUMNS, record,
                                informational=records.INFORMATIONAL) as writer:
         for k, position in enumerate(order):
-            writer.write(dict(idx=int(rows.idx[position]), label=int(rows.label[position]),
-                              predict=int(rows.predict[position]), radius=float(allocated[k]),
-                              correct=int(rows.correct[position]), time=float(rows.time[position]),
+            predict = results.ABSTAIN if clash[k] else int(rows.predict[position])
+            writer.write(dict(idx=int(rows.idx[position]), label=int(rows.label[position]), predict=predict,
+                              radius=0.0 if clash[k] else float(allocated[k]),
+                              correct=int(predict == rows.label[position]), time=float(rows.time[position]),
                               sigma=float(rows.sigma[position]),
                               radius_unallocated=float(unallocated_text[position])))
+    # The record first, then the TSV: a crash in between leaves no OUT, so the next run writes it again.
+    os.replace(temporary + ".json", out + ".json")
+    os.replace(temporary, out)
 
 
 # ----------------------------------------------------------------------------------- sigma per training example
