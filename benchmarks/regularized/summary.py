@@ -57,6 +57,7 @@ def main():
         if not os.path.exists(os.path.join(folder, "log.csv")):
             continue
         epochs, minutes, rate = training_cost(folder)
+        certified = False
         for rule, tag in METHODS:
             path = os.path.join(RESULTS, f"{stem}_{tag}.tsv")
             if not os.path.exists(path):
@@ -65,6 +66,7 @@ def main():
                 entry = analysis.summarize([path], RADII)[path]
             except ValueError:  # a file with its header only
                 continue
+            certified = True
             accuracy = [100 * entry["certified_accuracy"][analysis.radius_key(r)] for r in RADII]
             rows = entry["count"] if entry["count"] == FULL else f"{entry['count']} (partial)"
             print(f"| {label}, {rule} | " + " | ".join(f"{a:.1f}" for a in accuracy) +
@@ -73,6 +75,9 @@ def main():
             if tag == "cohen":
                 curves.append(path)
                 labels.append(label if entry["count"] == FULL else f"{label} ({entry['count']} images)")
+        if not certified:
+            print(f"| {label}, not certified yet |" + " - |" * (len(RADII) + 3) +
+                  f" {epochs} | {minutes:.1f} | {rate:.0f} |")
     if curves:
         analysis.plot_certified_accuracy(curves, args.plot, labels=labels)
         print(f"\nplot (CERTIFY): {os.path.relpath(args.plot)}")
