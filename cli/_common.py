@@ -215,3 +215,22 @@ def data_options(function):
                                  "tensorflow-datasets image classification set) or a path to a .npz of "
                                  "x_train, y_train, x_test, y_test.")(function)
     return function
+
+
+def parse_shard(ctx, param, value):
+    """click callback: "I/K" -> (I, K) with 0 <= I < K (the run's share of the selection; default 0/1: all)."""
+    del ctx, param
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected I/K with integers 0 <= I < K (e.g. 0/4), got {value!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise click.BadParameter(f"expected I/K with 0 <= I < K (e.g. 3/4 is the last of 4 shards), got {value!r}")
+    return index, count
+
+
+def shard_option(function):
+    """--shard I/K of certify, predict and attack."""
+    return click.option("--shard", default="0/1", show_default=True, callback=parse_shard, metavar="I/K",
+                        help="Run only the selected images whose position in the selection is I modulo K (one job "
+                             "of an array of K); `tfsmooth merge` joins the K files into the unsharded run's.")(function)

@@ -6,7 +6,7 @@ import click
 
 from tfsmooth.cli._common import (ALPHA, COUNT, ESTIMATOR, EVALUATION_ATTACK, MAX_INDEX, NON_NEGATIVE,
                                   NON_NEGATIVE_REAL, POSITIVE, Progress, data_options, library_errors,
-                                  quiet_tensorflow, resumable, rows_done)
+                                  quiet_tensorflow, resumable, rows_done, shard_option)
 
 
 @click.command()
@@ -41,8 +41,9 @@ from tfsmooth.cli._common import (ALPHA, COUNT, ESTIMATOR, EVALUATION_ATTACK, MA
               help="Fixes the attack's and PREDICT's noise of every example (with its index).")
 @click.option("--restart", is_flag=True, default=False, help="Delete OUT and its record and start over instead of resuming.")
 @data_options
+@shard_option
 def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, gamma, init_norm, n, alpha, batch,
-           attack_batch, skip, max_index, out, seed, restart, dataset, split, data_dir):
+           attack_batch, skip, max_index, out, seed, restart, dataset, split, data_dir, shard):
     """Empirical robust accuracy of the smoothed classifier of MODEL (a base classifier .keras file).
 
     Per selected image: SmoothAdv attack of radius EPSILON on the smoothed soft classifier
@@ -58,7 +59,7 @@ def attack(model, sigma, attack, epsilon, num_steps, num_noise_vec, estimator, g
                                    epsilon=epsilon, num_steps=num_steps, num_noise_vec=num_noise_vec,
                                    estimator=estimator, gamma=gamma, init_norm=init_norm, n=n, alpha=alpha,
                                    batch=batch, attack_batch=attack_batch, skip=skip, max=max_index, seed=seed,
-                                   data_dir=data_dir)
+                                   data_dir=data_dir, shard=shard)
         progress = Progress(jobs.selected_count(config), done=0 if restart else rows_done(out))
         with resumable(out, progress):
             written = jobs.attack_dataset(config, out, on_row=progress, restart=restart)

@@ -6,7 +6,7 @@ import click
 
 from tfsmooth.cli._common import (ALPHA, ALPHA_SPLIT, CERTIFY_METHOD, COMPUTE_DTYPE, COUNT, MAX_INDEX, NON_NEGATIVE,
                                   POSITIVE, Progress, data_options, library_errors, quiet_tensorflow, resumable,
-                                  rows_done)
+                                  rows_done, shard_option)
 
 SUMMARY_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -31,7 +31,7 @@ def _common_options(function):
                           "AVX512_BF16/AMX and certifies the bfloat16 base classifier."),
     ]):
         function = option(function)
-    return data_options(function)
+    return shard_option(data_options(function))
 
 
 def _parse_sigma_grid(ctx, param, value):
@@ -55,7 +55,7 @@ def _parse_sigma_grid(ctx, param, value):
 
 
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
-         data_dir, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog"):
+         data_dir, shard, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog"):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
@@ -69,7 +69,7 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                                       alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
                                       data_dir=data_dir, compute_dtype=compute_dtype, method=method,
                                       alpha_split=alpha_split, sigma_grid=sigma_grid, n_select=n_select,
-                                      allocation=allocation) for method in methods]
+                                      allocation=allocation, shard=shard) for method in methods]
         out = outs[0]
         rows_file = jobs.unallocated_path(out) if sigma_grid is not None else out
         progress = Progress(jobs.selected_count(configs[0]),
@@ -116,7 +116,7 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
 @click.option("--allocation", type=click.Choice(["linprog", "greedy"]), default="linprog", show_default=True,
               help="[--sigma-grid] linprog: the radii maximizing their sum (scipy's HiGHS); greedy: a fast pass.")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
-            data_dir, methods, alpha_split, sigma_grid, n_select, allocation):
+            data_dir, shard, methods, alpha_split, sigma_grid, n_select, allocation):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
@@ -127,18 +127,19 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
     sample-wise smoothing, radii certified for this test set only (transductive; see the README).
     """
     _run("certify", model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset,
-         split, data_dir, methods, alpha_split, sigma_grid, n_select, allocation)
+         split, data_dir, shard, methods, alpha_split, sigma_grid, n_select, allocation)
 
 
 @click.command()
 @_common_options
 @click.option("--n", type=COUNT, default=1000, show_default=True, help="Noisy draws.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output TSV; rerunning on it resumes.")
-def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split, data_dir):
+def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split, data_dir,
+            shard):
     """Predict with the smoothed classifier of MODEL on a data set (PREDICT, Cohen et al. 2019).
 
     Abstains (-1) unless a two-sided binomial test separates the top two classes at level ALPHA.
     Writes `idx label predict correct time`.
     """
     _run("predict", model, sigma, 1, n, alpha, batch, skip, max_index, (out,), seed, restart, compute_dtype, dataset,
-         split, data_dir)
+         split, data_dir, shard)

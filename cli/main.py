@@ -9,6 +9,7 @@ from tfsmooth.cli.assign_sigma import assign_sigma
 from tfsmooth.cli.attack import attack
 from tfsmooth.cli.certify import certify, predict
 from tfsmooth.cli.export import export
+from tfsmooth.cli.merge import merge
 from tfsmooth.cli.pseudo_label import pseudo_label
 from tfsmooth.cli.train import train
 
@@ -33,6 +34,7 @@ cli.add_command(export)
 cli.add_command(attack)
 cli.add_command(pseudo_label)
 cli.add_command(assign_sigma)
+cli.add_command(merge)
 
 
 if __name__ == "__main__":

@@ -142,3 +142,21 @@ def check_choice(value, name: str, choices: Iterable[str]) -> str:
 def check_optional(value, check, *args, **kwargs) -> Optional[object]:
     """None, or `check(value, *args, **kwargs)`."""
     return None if value is None else check(value, *args, **kwargs)
+
+
+def check_shard(shard) -> tuple:
+    """Validates a shard (index I, count K) of a selection (`tfsmooth certify --shard I/K`): 0 <= I < K, K >= 1.
+
+    Returns:
+        (I, K) as a tuple of ints (a JSON list [I, K] is accepted).
+
+    Raises:
+        ValueError: naming `shard` and the expected form.
+    """
+    if (isinstance(shard, (str, bytes)) or not hasattr(shard, "__len__") or len(shard) != 2
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in shard)):
+        raise ValueError(f"shard must be a pair (index, count) of integers with 0 <= index < count, got {shard!r}")
+    index, count = int(shard[0]), int(shard[1])
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with count >= 1 and 0 <= index < count, got {shard!r}")
+    return index, count

@@ -1230,8 +1230,8 @@ def training_pipeline(ds: tf.data.Dataset, batch_size: int, *, seed: int,
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def select_examples(ds: tf.data.Dataset, skip: int,
-                    max_index: int = -1) -> Iterator[tuple[int, np.ndarray, int]]:
+def select_examples(ds: tf.data.Dataset, skip: int, max_index: int = -1,
+                    shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[int, np.ndarray, int]]:
     """Iterates every ``skip``-th example of a split, as certification does.
 
     Follows the convention of Cohen et al.'s ``certify.py``: example ``i`` (its
@@ -1243,6 +1243,9 @@ def select_examples(ds: tf.data.Dataset, skip: int,
         ds: Unbatched dataset of ``(image, label)`` in a fixed order.
         skip: Stride, >= 1.
         max_index: Exclusive upper bound on the index; -1 means no bound.
+        shard: (I, K): only the selected examples whose position in the selection
+            (idx // skip) is I modulo K (`tfsmooth certify --shard I/K`); the K
+            shards are disjoint and together the whole selection. Default (0, 1).
 
     Returns:
         An iterator of ``(idx, image, label)``: idx int, image numpy float32
@@ -1253,8 +1256,10 @@ def select_examples(ds: tf.data.Dataset, skip: int,
     """
     checks.check_count(skip, "skip")
     checks.check_count(max_index, "max_index (-1 for no limit)", minimum=-1)
+    index, count = checks.check_shard(shard)
     if max_index >= 0:
         ds = ds.take(max_index)
-    selected = ds.enumerate().shard(num_shards=int(skip), index=0)
+    # idx % (skip K) == I skip  <=>  idx % skip == 0 and (idx // skip) % K == I
+    selected = ds.enumerate().shard(num_shards=int(skip) * count, index=index * int(skip))
     return ((int(idx), image, int(label))
             for idx, (image, label) in selected.as_numpy_iterator())

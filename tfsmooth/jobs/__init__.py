@@ -15,6 +15,7 @@ below are re-exported here for convenience (`from tfsmooth import jobs; jobs.cer
 
 from tfsmooth.jobs.attack import ATTACKS, AttackConfig, attack_dataset
 from tfsmooth.jobs.evaluate import CertifyConfig, certify_dataset, predict_dataset, selected_count
+from tfsmooth.jobs.merge import merge_results
 from tfsmooth.jobs.records import NOISE_SCHEME
 from tfsmooth.jobs.samplewise import (AssignSigmaConfig, assign_sigma, certify_samplewise_dataset, load_sigma_file,
                                       unallocated_path)
@@ -27,6 +28,6 @@ from tfsmooth.models.io import load_base_model
 
 __all__ = ["ATTACKS", "AttackConfig", "attack_dataset", "CertifyConfig", "certify_dataset", "predict_dataset",
            "selected_count", "certify_samplewise_dataset", "unallocated_path", "AssignSigmaConfig",
-           "assign_sigma", "load_sigma_file", "NOISE_SCHEME", "PSEUDO_LABEL_KEYS", "PseudoLabelConfig", "load_pseudo_labels",
+           "assign_sigma", "load_sigma_file", "merge_results", "NOISE_SCHEME", "PSEUDO_LABEL_KEYS", "PseudoLabelConfig", "load_pseudo_labels",
            "parse_source", "pseudo_label", "BASE_MODEL_FILE", "CHECKPOINT_FILE", "CONFIG_FILE", "LOG_FILE",
            "METHODS", "SMOOTHADV_DEFAULTS", "STATE_FILE", "TrainConfig", "train", "load_base_model"]

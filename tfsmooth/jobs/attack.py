@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +48,8 @@ class AttackConfig:
             copies). Consecutive selected images are grouped in fixed groups, so a resumed run
             regroups them exactly as an uninterrupted one. Rows do not depend on it except through
             floating-point rounding of batched kernels; not part of the run record.
+        shard: as in `CertifyConfig` (a shard groups its own images, so its rows equal the unsharded
+            run's up to the same batched rounding as `attack_batch`).
     """
 
     model: str
@@ -69,6 +71,7 @@ class AttackConfig:
     attack_batch: int = 8
     gamma: float = attacks.DDN_GAMMA
     init_norm: Optional[float] = None
+    shard: Tuple[int, int] = (0, 1)
 
     def __post_init__(self):
         check_evaluation_fields(self)
@@ -88,7 +91,10 @@ class AttackConfig:
 
     def run_record(self) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
-        return records.run_record(self, "attack", ["attack_batch", "batch"])
+        record = records.run_record(self, "attack", ["attack_batch", "batch"] + (["shard"] if self.shard[1] == 1 else []))
+        if "shard" in record:
+            record["shard"] = list(record["shard"])
+        return record
 
 
 def attack_dataset(config: AttackConfig, out: str, *, on_row: Optional[Callable[[dict], None]] = None,

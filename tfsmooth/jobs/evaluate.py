@@ -27,6 +27,7 @@ def check_evaluation_fields(config):
     for name in ("n", "batch", "skip"):
         checks.check_count(getattr(config, name), name)
     checks.check_seed(config.seed)
+    object.__setattr__(config, "shard", checks.check_shard(config.shard))
     if isinstance(config.max, bool) or not isinstance(config.max, int) or config.max < -1 or config.max == 0:
         raise ValueError(f"max must be -1 (no limit) or an index >= 1 (0 selects no example), got {config.max!r}")
     checks.check_choice(config.split, "split", registry.SPLITS)
@@ -62,6 +63,9 @@ class CertifyConfig:
             balls. In the run record only when set, with n_select and allocation.
         n_select: sample-wise only: sigma-selection draws per grid level (default 100).
         allocation: sample-wise only: "linprog" (default) or "greedy" (`tfsmooth.samplewise.allocate_radii`).
+        shard: (I, K): only the selected examples whose position in the selection is I modulo K (default (0, 1):
+            all). Noise depends only on (seed, idx), so the K shards' rows are the unsharded run's, split;
+            `tfsmooth.jobs.merge_results` joins them. In the run record (as [I, K]) only when K > 1.
     """
 
     model: str
@@ -82,6 +86,7 @@ class CertifyConfig:
     sigma_grid: Optional[Tuple[float, ...]] = None
     n_select: int = 100
     allocation: str = "linprog"
+    shard: Tuple[int, int] = (0, 1)
 
     def __post_init__(self):
         check_evaluation_fields(self)
@@ -103,7 +108,11 @@ class CertifyConfig:
             omit += ["method", "alpha_split"]
         if kind != "certify" or self.sigma_grid is None:  # and for files written before sample-wise smoothing
             omit += ["sigma_grid", "n_select", "allocation"]
+        if self.shard[1] == 1:  # and for unsharded files
+            omit.append("shard")
         record = records.run_record(self, kind, omit)
+        if "shard" in record:
+            record["shard"] = list(record["shard"])
         if "sigma_grid" in record:
             record["sigma_grid"] = list(record["sigma_grid"])
         return record
@@ -244,7 +253,7 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
         The number of examples evaluated.
     """
     examples = data.select_examples(data.load_dataset(config.dataset, config.split, config.data_dir),
-                                    config.skip, config.max)
+                                    config.skip, config.max, config.shard)
     pending = {}  # idx -> (row fields known before the smoothed classifier answers, seconds spent preparing)
     outputs = [(out, record, None), *also]
 
@@ -323,4 +332,5 @@ def selected_count(config: CertifyConfig) -> int:
     ds = data.load_dataset(config.dataset, config.split, config.data_dir)
     size = int(ds.cardinality())
     stop = size if config.max < 0 else min(size, config.max)
-    return len(range(0, stop, config.skip))
+    index, count = config.shard
+    return len(range(0, stop, config.skip)[index::count])

@@ -67,6 +67,9 @@ def certify_samplewise_dataset(config: CertifyConfig, out: str, *, on_row: Optio
     """
     if config.sigma_grid is None:
         raise ValueError("config.sigma_grid must be set for sample-wise certification (e.g. (0.12, 0.25, 0.5, 1.0))")
+    if config.shard[1] != 1:
+        raise ValueError(f"shard={config.shard}: the allocation of sample-wise certification needs every image in "
+                         "one run; sharding it is not supported")
     minimum = config.min_n("certify")
     if config.n < minimum:
         raise ValueError(f"n={config.n} is too small to ever certify at alpha={config.alpha}: use n >= {minimum}")

@@ -1,0 +1,103 @@
+"""Certification across machines: --shard I/K and `tfsmooth merge` (issue 14, part 2)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tfsmooth import checks, data, jobs, results
+from tfsmooth.cli.main import cli
+
+
+def test_shards_are_disjoint_and_together_the_selection():
+    ds = data.load_dataset("cifar10_sample", "test")
+    whole = [idx for idx, _, _ in data.select_examples(ds, 7, 500)]
+    parts = [[idx for idx, _, _ in data.select_examples(ds, 7, 500, (i, 3))] for i in range(3)]
+    assert sorted(sum(parts, [])) == whole
+    for i, part in enumerate(parts):
+        assert part == whole[i::3]  # position in the selection = I (mod K)
+    for bad in [(3, 3), (-1, 2), (0, 0), (0,), "0/2", (0.0, 2), (True, 2)]:
+        with pytest.raises(ValueError, match="shard must be"):
+            checks.check_shard(bad)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    outdir = tmp_path_factory.mktemp("shard") / "run"
+    result = CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1",
+                                      "--batch", "500", "--val-examples", "0", "--outdir", str(outdir)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return str(outdir / jobs.BASE_MODEL_FILE)
+
+
+def _run(command, model, out, *extra):
+    options = {"certify": ["--n0", "20", "--n", "200"], "predict": ["--n", "200"],
+               "attack": ["--attack", "base-pgd", "--num-steps", "2", "--n", "200"]}[command]
+    return CliRunner().invoke(cli, [command, model, "--dataset", "cifar10_sample", "--sigma", "0.25", "--alpha",
+                                    "0.01", "--skip", "100", "--batch", "400", *options, "--out", str(out), *extra])
+
+
+def _rows(path):
+    with open(path) as f:
+        header, *lines = f.read().splitlines()
+    time = header.split("\t").index("time")
+    return header, [tuple(v for k, v in enumerate(line.split("\t")) if k != time) for line in lines]
+
+
+@pytest.mark.parametrize("command", ["certify", "predict", "attack"])
+def test_merged_shards_are_the_unsharded_run_row_for_row(command, model, tmp_path):
+    whole = tmp_path / "whole.tsv"
+    assert _run(command, model, whole).exit_code == 0
+    shards = [tmp_path / f"shard{i}.tsv" for i in range(3)]
+    for i, path in enumerate(shards):
+        result = _run(command, model, path, "--shard", f"{i}/3")
+        assert result.exit_code == 0, result.output
+        assert json.loads(open(str(path) + ".json").read())["shard"] == [i, 3]
+    assert [len(results.read_results(p)) for p in shards] == [4, 3, 3]
+    merged = tmp_path / "merged.tsv"
+    result = CliRunner().invoke(cli, ["merge", *map(str, shards[::-1]), "--out", str(merged)])
+    assert result.exit_code == 0 and "10 rows of 3 shards" in result.output, result.output
+    assert _rows(merged) == _rows(whole)  # every column but time
+    merged_record, whole_record = (json.loads(open(str(p) + ".json").read()) for p in (merged, whole))
+    assert merged_record == whole_record
+    again = _run(command, model, merged)  # the unsharded command sees a finished run
+    assert again.exit_code == 0 and "0 new rows" in again.output
+
+
+def test_merge_refuses_shards_that_do_not_make_one_complete_run(model, tmp_path):
+    shards = [tmp_path / f"s{i}.tsv" for i in range(3)]
+    for i, path in enumerate(shards):
+        assert _run("certify", model, path, "--shard", f"{i}/3").exit_code == 0
+    other_seed = tmp_path / "seed.tsv"
+    assert _run("certify", model, other_seed, "--shard", "2/3", "--seed", "5").exit_code == 0
+
+    def merge(*paths, out="m.tsv"):
+        return CliRunner().invoke(cli, ["merge", *map(str, paths), "--out", str(tmp_path / out)])
+
+    cases = [((shards[0], shards[1]), "shards 2/3 are missing"),
+             ((shards[0], shards[1], shards[1]), "is given twice"),
+             ((shards[0], shards[1], other_seed), "their records differ in seed")]
+    for paths, message in cases:
+        result = merge(*paths)
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output, result.output
+        assert not os.path.exists(tmp_path / "m.tsv")
+    lines = shards[2].read_text().splitlines(keepends=True)  # a shard still running: its last row not yet written
+    shards[2].write_text("".join(lines[:-1]))
+    result = merge(*shards)
+    assert result.exit_code != 0 and "is not complete: it lacks 1 rows" in result.output
+    shards[2].write_text("".join(lines))
+    (tmp_path / "exists.tsv").write_text("x")
+    result = merge(*shards, out="exists.tsv")
+    assert result.exit_code != 0 and "exists" in result.output
+    assert merge(*shards).exit_code == 0
+
+
+def test_samplewise_certification_cannot_be_sharded(model, tmp_path):
+    result = _run("certify", model, tmp_path / "sw.tsv", "--sigma-grid", "0.25,0.5", "--shard", "0/2")
+    assert result.exit_code != 0 and "sharding it is not supported" in result.output
+    result = _run("certify", model, tmp_path / "bad.tsv", "--shard", "2/2")
+    assert result.exit_code != 0 and "0 <= I < K" in result.output
+    assert np.all([not os.path.exists(tmp_path / name) for name in ("sw.tsv", "bad.tsv")])
