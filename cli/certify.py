@@ -54,8 +54,20 @@ def _parse_sigma_grid(ctx, param, value):
     return tuple(levels)
 
 
+def _parse_radii(ctx, param, value):
+    """click callback: "0.25,0.5,0.75" -> (0.25, 0.5, 0.75) (checked again by the job's config)."""
+    del ctx, param
+    if value is None:
+        return None
+    try:
+        return tuple(float(text.strip()) for text in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated l2 radii > 0, e.g. 0.25,0.5,0.75,1.0; got {value!r}") from None
+
+
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
-         data_dir, shard, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog"):
+         data_dir, shard, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog",
+         radii=None):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
@@ -69,7 +81,7 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                                       alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
                                       data_dir=data_dir, compute_dtype=compute_dtype, method=method,
                                       alpha_split=alpha_split, sigma_grid=sigma_grid, n_select=n_select,
-                                      allocation=allocation, shard=shard) for method in methods]
+                                      allocation=allocation, shard=shard, radii=radii) for method in methods]
         out = outs[0]
         rows_file = jobs.unallocated_path(out) if sigma_grid is not None else out
         progress = Progress(jobs.selected_count(configs[0]),
@@ -115,8 +127,15 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
               help="[--sigma-grid] selection draws per noise level that choose each image's sigma.")
 @click.option("--allocation", type=click.Choice(["linprog", "greedy"]), default="linprog", show_default=True,
               help="[--sigma-grid] linprog: the radii maximizing their sum (scipy's HiGHS); greedy: a fast pass.")
+@click.option("--sequential", is_flag=True, default=False,
+              help="Sequential certification: decide only whether R >= each of --radii, drawing in looks "
+                   "(100, 200, 400, ... up to --n-max) and stopping each image as soon as it is decided; sound at "
+                   "any stopping time (alpha split over the looks). Adds the column n_used.")
+@click.option("--radii", default="0.25,0.5,0.75,1.0", show_default=True, callback=_parse_radii, metavar="R1,R2,...",
+              help="[--sequential] target l2 radii, increasing; the row's radius is the largest decided one.")
+@click.option("--n-max", type=COUNT, default=None, help="[--sequential] budget of estimation draws (default: --n).")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
-            data_dir, shard, methods, alpha_split, sigma_grid, n_select, allocation):
+            data_dir, shard, methods, alpha_split, sigma_grid, n_select, allocation, sequential, radii, n_max):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
@@ -126,8 +145,11 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
     Writes `idx label predict radius correct time`, one flushed row per example. With --sigma-grid:
     sample-wise smoothing, radii certified for this test set only (transductive; see the README).
     """
-    _run("certify", model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset,
-         split, data_dir, shard, methods, alpha_split, sigma_grid, n_select, allocation)
+    if n_max is not None and not sequential:
+        raise click.UsageError("--n-max is the budget of --sequential certification; without it use --n")
+    _run("certify", model, sigma, n0, n_max if n_max is not None else n, alpha, batch, skip, max_index, outs, seed,
+         restart, compute_dtype, dataset, split, data_dir, shard, methods, alpha_split, sigma_grid, n_select,
+         allocation, radii if sequential else None)
 
 
 @click.command()

@@ -40,6 +40,7 @@ ABSTAIN_NOTE = "abstain = abstention rate (%)"
 TRANSDUCTIVE_MARK = " [transductive]"
 TRANSDUCTIVE_NOTE = ("[transductive] = sample-wise noise levels with allocated radii: certified for this test set "
                      "only (tfsmooth.samplewise)")
+DRAWS_NOTE = "draws = estimation draws per image (sequential certification; fixed-n files: -)"
 MIXED_ENVELOPE_LABEL = "envelope (best per radius; mixes transductive and inductive files)"
 
 
@@ -174,6 +175,9 @@ def summarize_results(results: results_lib.Results, radii) -> dict:
         entry["empirical_accuracy"] = accuracy(results)
     entry["abstain_rate"] = abstain_rate(results)
     entry["count"] = len(results)
+    if results.n_used is not None:
+        entry["draws_mean"] = float(np.mean(results.n_used)) if len(results) else 0.0
+        entry["draws_total"] = int(np.sum(results.n_used))
     if results.transductive:
         levels, counts = np.unique(results.sigma, return_counts=True)
         entry["transductive"] = True
@@ -239,6 +243,8 @@ def _table_rows(summary: Mapping[str, Mapping], keys: Sequence[str]):
     certified = any("certified_accuracy" in entry for entry in summary.values())
     header = ["file"] + [f"r={key}" for key in keys] + (["ACR"] if certified else [])
     header += (["empirical"] if empirical else []) + ["abstain", "count"]
+    draws = any("draws_total" in entry for entry in summary.values())
+    header += ["draws (mean)", "draws (total)"] if draws else []
 
     def percent(value):
         return f"{100.0 * value:.1f}"
@@ -257,12 +263,16 @@ def _table_rows(summary: Mapping[str, Mapping], keys: Sequence[str]):
             cells.append(f"{entry['acr']:.3f}" if curve and "acr" in entry else "-")
         if empirical:
             cells.append("-" if curve else percent(entry["empirical_accuracy"]))
-        rows.append(cells + [percent(entry["abstain_rate"]), str(entry["count"])])
+        cells += [percent(entry["abstain_rate"]), str(entry["count"])]
+        if draws:
+            cells += ([f"{entry['draws_mean']:.0f}", str(entry["draws_total"])] if "draws_total" in entry
+                      else ["-", "-"])
+        rows.append(cells)
     if sum("certified_accuracy" in entry for entry in summary.values()) > 1:
         best = envelope(summary)
         kinds = {bool(entry.get("transductive")) for entry in summary.values() if "certified_accuracy" in entry}
         rows.append([MIXED_ENVELOPE_LABEL if len(kinds) > 1 else ENVELOPE_LABEL] + [percent(best[key]) for key in keys]
-                    + ["-"] * (3 + empirical))
+                    + ["-"] * (3 + empirical + 2 * draws))
     return header, rows
 
 
@@ -293,7 +303,8 @@ def format_table(summary: Mapping[str, Mapping], radii, fmt: str = "table") -> s
     header, rows = _table_rows(summary, keys)
     note = "; ".join([CERTIFIED_NOTE] + ([ACR_NOTE] if "ACR" in header else [])
                      + ([EMPIRICAL_NOTE] if "empirical" in header else []) + [ABSTAIN_NOTE]
-                     + ([TRANSDUCTIVE_NOTE] if any(e.get("transductive") for e in summary.values()) else []))
+                     + ([TRANSDUCTIVE_NOTE] if any(e.get("transductive") for e in summary.values()) else [])
+                     + ([DRAWS_NOTE] if "draws (total)" in header else []))
     if fmt == "json":
         selected = {}
         for path, entry in summary.items():

@@ -35,8 +35,11 @@ import tensorflow as tf
 
 from tfsmooth import checks, noise
 
-Plan = Sequence[Tuple[int, int]]
-"""((stream, number of draws), ...): the draws an example needs, e.g. ((SELECTION, n0), (ESTIMATION, n))."""
+Plan = Sequence[Tuple[int, ...]]
+"""((stream, number of draws), ...): the draws an example needs, e.g. ((SELECTION, n0), (ESTIMATION, n)); an entry
+(stream, draws, first) starts at draw `first` of the stream (a multiple of the noise block): sequential
+certification draws the estimation stream look by look, each look's blocks continuing the previous ones, so the
+draws up to any look are the first draws of a fixed-n run (`tfsmooth.sequential`)."""
 
 
 def blocks_per_pass(batch_size: int, noise_block: int) -> int:
@@ -48,7 +51,8 @@ def block_plan(plan: Plan, noise_block: int):
     """An example's blocks in counting order: stream by stream (in `plan` order), block 0, 1, ...
 
     Args:
-        plan: ((stream, draws), ...), draws >= 1.
+        plan: ((stream, draws), ...) or ((stream, draws, first), ...), draws >= 1, first >= 0 a multiple of
+            noise_block (default 0): the blocks first / noise_block, ... of the stream.
         noise_block: draws per block, >= 1.
 
     Returns:
@@ -62,16 +66,20 @@ def block_plan(plan: Plan, noise_block: int):
     """
     streams, index, valid = [], [], []
     seen = set()
-    for stream, num in plan:
+    for stream, num, *start in plan:
+        first = start[0] if start else 0
         if isinstance(stream, bool) or stream not in noise.STREAMS or stream in seen:
             raise ValueError(f"plan streams must be distinct members of tfsmooth.noise.STREAMS {noise.STREAMS}, "
                              f"got {stream!r}")
         seen.add(stream)
         if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or not 1 <= num <= noise.MAX_BLOCK * noise_block:
             raise ValueError(f"plan draws must be integers in [1, {noise.MAX_BLOCK} * noise_block], got {num!r}")
+        if (isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 0 or first % noise_block
+                or (first + num) > noise.MAX_BLOCK * noise_block):
+            raise ValueError(f"plan's first draw must be a multiple of noise_block ({noise_block}) >= 0, got {first!r}")
         for b in range(math.ceil(num / noise_block)):
             streams.append(stream)
-            index.append(b)
+            index.append(first // noise_block + b)
             valid.append(min(noise_block, num - b * noise_block))
     return np.array(streams, np.int64), np.array(index, np.int64), np.array(valid, np.int32)
 
@@ -192,7 +200,7 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
                 break
             sigma = checks.check_sigma(sigma, f"sigma of the image with key {key}")
             pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
-            counts = {stream: np.zeros(num_classes, np.int64) for stream, _ in plan}
+            counts = {stream: np.zeros(num_classes, np.int64) for stream, *_ in plan}
             open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t), 0.0]
             next_slot += 1
         if not pending:
@@ -276,7 +284,7 @@ def graph_counts(base_model, images, sigma, seed, plan: Plan, *, noise_block: in
                                parallel_iterations=1)
     counts = tf.reshape(results.concat()[:total], [batch, per_image, num_classes])
     out, start = {}, 0
-    for stream, num in plan:
+    for stream, num, *_ in plan:
         blocks = math.ceil(num / noise_block)
         out[stream] = tf.cast(tf.reduce_sum(counts[:, start:start + blocks], axis=1), tf.int64)
         start += blocks

@@ -55,12 +55,16 @@ SAMPLEWISE_COLUMNS = (*CERTIFY_COLUMNS, "sigma", "radius_unallocated")
 """Sample-wise (transductive) certification (`tfsmooth.samplewise`): the reference columns with ``radius`` the
 allocated r_j, plus the image's noise level sigma_j and its CERTIFY radius R_j before the allocation. Read as a
 certify file whose `Results.transductive` is True."""
+SEQUENTIAL_COLUMNS = (*CERTIFY_COLUMNS, "n_used")
+"""Sequential certification (`tfsmooth.sequential`): the reference columns, ``radius`` the largest decided target
+radius, plus the estimation draws the image used. Read as a certify file with `Results.n_used`."""
 UNALLOCATED_COLUMNS = ("idx", "label", "predict", "radius_unallocated", "correct", "time", "sigma")
 """The per-image rows of a sample-wise run before the allocation (resumable; no ``radius`` column, so no tool
 mistakes R_j for a certified radius of one classifier). Kind "unallocated"."""
 KINDS = {"certify": CERTIFY_COLUMNS, "predict": PREDICT_COLUMNS, "attack": ATTACK_COLUMNS,
          "unallocated": UNALLOCATED_COLUMNS}
-COLUMN_SETS = {CERTIFY_COLUMNS: "certify", SAMPLEWISE_COLUMNS: "certify", PREDICT_COLUMNS: "predict",
+COLUMN_SETS = {CERTIFY_COLUMNS: "certify", SAMPLEWISE_COLUMNS: "certify", SEQUENTIAL_COLUMNS: "certify",
+               PREDICT_COLUMNS: "predict",
                ATTACK_COLUMNS: "attack", UNALLOCATED_COLUMNS: "unallocated"}
 """Every column set a result file may have (in the order written), and its kind."""
 
@@ -72,7 +76,7 @@ _FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
 # str(datetime.timedelta): "[D day[s], ]H:MM:SS[.ffffff]"; D may be negative.
 _TIMEDELTA = re.compile(
     r"(?:(-?[0-9]+) days?, )?([0-9]+):([0-5][0-9]):([0-5][0-9](?:\.[0-9]+)?)\Z")
-_INT_COLUMNS = ("idx", "label", "predict", "basePredict", "correct")
+_INT_COLUMNS = ("idx", "label", "predict", "basePredict", "correct", "n_used")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -93,6 +97,7 @@ class Results:
         sigma: float64 noise level of each row (sample-wise certification, `SAMPLEWISE_COLUMNS` /
             `UNALLOCATED_COLUMNS`), or None.
         radius_unallocated: float64 CERTIFY radius R_j before the transductive allocation, or None.
+        n_used: int64 estimation draws of each row (sequential certification, `SEQUENTIAL_COLUMNS`), or None.
 
     Raises:
         ValueError: unknown kind, arrays of different lengths or not 1-D, radius / base_predict
@@ -110,6 +115,7 @@ class Results:
     path: Optional[str] = None
     sigma: Optional[np.ndarray] = None
     radius_unallocated: Optional[np.ndarray] = None
+    n_used: Optional[np.ndarray] = None
 
     @property
     def transductive(self) -> bool:
@@ -127,7 +133,8 @@ class Results:
                              f"{self.kind!r})")
         dtypes = {"idx": np.int64, "label": np.int64, "predict": np.int64,
                   "correct": np.int64, "time": np.float64, "radius": np.float64,
-                  "base_predict": np.int64, "sigma": np.float64, "radius_unallocated": np.float64}
+                  "base_predict": np.int64, "sigma": np.float64, "radius_unallocated": np.float64,
+                  "n_used": np.int64}
         for name, dtype in dtypes.items():
             value = getattr(self, name)
             if value is None:
@@ -212,6 +219,8 @@ def _check_row(row: Mapping[str, float]) -> None:
     if row["predict"] < ABSTAIN:
         raise ValueError(f"predict must be a class >= 0 or ABSTAIN ({ABSTAIN}), got "
                          f"{row['predict']}")
+    if "n_used" in row and row["n_used"] < 0:
+        raise ValueError(f"n_used must be >= 0, got {row['n_used']}")
     if "basePredict" in row and row["basePredict"] < 0:
         raise ValueError(f"basePredict must be >= 0, got {row['basePredict']}")
     expected = int(row["predict"] == row["label"])
@@ -325,7 +334,8 @@ def read_results(path) -> Results:
         radius=column("radius") if kind == "certify" else None,
         base_predict=column("basePredict") if kind == "attack" else None, path=path,
         sigma=column("sigma") if "sigma" in columns else None,
-        radius_unallocated=column("radius_unallocated") if "radius_unallocated" in columns else None)
+        radius_unallocated=column("radius_unallocated") if "radius_unallocated" in columns else None,
+        n_used=column("n_used") if "n_used" in columns else None)
 
 
 def _read_header(path: str, line: str) -> Tuple[str, Sequence[str]]:

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfsmooth import checks, counting, noise, registry, stats
+from tfsmooth import checks, counting, noise, registry, sequential, stats
 from tfsmooth.models import folding
 from tfsmooth.models import io as model_io
 from tfsmooth.stats import ABSTAIN
@@ -83,6 +83,32 @@ def recertify(certificate: Certificate, sigma: float, alpha: float, method: str 
                                p_a_lower=decision.p_a_lower, p_b_upper=decision.p_b_upper,
                                runner_up=decision.runner_up, alpha_a=decision.alpha_a, method=method,
                                seconds=certificate.seconds + time.perf_counter() - start)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequentialCertificate:
+    """Result of sequential certification for one input (`SmoothedClassifier.certify_sequential`).
+
+    Attributes:
+        label: c_A, or ABSTAIN (-1) when no look's lower bound exceeded 1/2.
+        radius: the largest target radius decided (l2, [0, 1] pixels), 0.0 if none.
+        p_a_lower: the largest lower bound over the looks done (each at alpha / L).
+        n_used: estimation draws used (the last look's n); the n0 selection draws come on top.
+        counts: int64 [num_classes], class counts of the first n_used estimation draws (the counts a fixed-n
+            CERTIFY with n = n_used gets for the same seed and key).
+        selection_counts: int64 [num_classes], counts of the n0 selection draws.
+        seconds: this input's share of the forward passes' time.
+        seed: the seed of the noise.
+    """
+
+    label: int
+    radius: float
+    p_a_lower: float
+    n_used: int
+    counts: np.ndarray
+    selection_counts: np.ndarray
+    seconds: float = 0.0
+    seed: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +296,93 @@ class SmoothedClassifier:
             counted = Certificate(stats.ABSTAIN, 0.0, 0.0, counts[noise.STREAM_ESTIMATION],
                                   counts[noise.STREAM_SELECTION], seconds, seed)
             yield key, recertify(counted, self.sigma, alpha, method, alpha_split)
+
+    # ------------------------------------------------------------------------- sequential CERTIFY
+    def certify_sequential(self, x, n0: int = 100, n_max: int = 100_000, alpha: float = 0.001,
+                           batch_size: Optional[int] = None, radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+                           seed: Optional[int] = None, n_first: int = 100) -> SequentialCertificate:
+        """Sequential certification of one input at target radii (`tfsmooth.sequential`).
+
+        With probability at least 1 - alpha over the noise -- at whatever look the test stops -- if the returned
+        label is not ABSTAIN, the smoothed classifier g predicts it at x and everywhere in the l2 ball of the
+        returned radius (one of `radii`, or 0). c_A is chosen on n0 selection draws; the estimation draws come in
+        looks n_first, 2 n_first, ..., n_max, each bounded at alpha / L (L looks), and stop as soon as the largest
+        target is decided or the next one is out of reach.
+
+        Args:
+            x: float32 [H, W, C] in [0, 1].
+            n0: selection draws, >= 1.
+            n_max: the budget of estimation draws, large enough to ever decide radii[0] (`sequential.min_n_max`).
+            alpha: failure probability in (0, 1).
+            batch_size, seed: as `certify`.
+            radii: target radii, strictly increasing, > 0 (l2, [0, 1] pixels).
+            n_first: the first look, a multiple of `noise_block`.
+
+        Returns:
+            A `SequentialCertificate`.
+
+        Raises:
+            ValueError: on a bad argument (see `iter_certify_sequential`).
+        """
+        return next(self.iter_certify_sequential([(0, _as_batch(x, "x")[0])], n0, n_max, alpha, batch_size, radii,
+                                                 seed, n_first))[1]
+
+    def iter_certify_sequential(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100,
+                                n_max: int = 100_000, alpha: float = 0.001, batch_size: Optional[int] = None,
+                                radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: Optional[int] = None,
+                                n_first: int = 100, group: int = 64) -> Iterator[Tuple[int, SequentialCertificate]]:
+        """Streams sequential certification over (key, image) pairs; yields (key, `SequentialCertificate`) in order.
+
+        Images are taken `group` at a time and advance look by look together: each round counts the next look's
+        draws of every image still undecided in one stream of shared forward passes, so passes stay full while
+        images stop at different times. An image's answer depends only on (seed, key), not on `group` or
+        `batch_size`.
+
+        Raises:
+            ValueError: at call time, for n0, n_max, alpha, radii, n_first, group or batch_size out of range or an
+                n_max too small to ever decide radii[0]; during iteration, for a bad image or key.
+        """
+        alpha = stats.check_alpha(alpha)
+        n0 = self._check_draws(stats.check_count(n0, "n0"), "n0")
+        n_max = self._check_draws(stats.check_count(n_max, "n_max"), "n_max")
+        sequential.SequentialTest(self.sigma, radii, alpha, n_first, n_max, self.noise_block)  # validates, early
+        group = stats.check_count(group, "group")
+        return self._sequential_stream(examples, n0, n_max, alpha, self._batch_size(batch_size),
+                                       sequential.check_radii(radii), _resolve_seed(seed), n_first, group)
+
+    def _sequential_stream(self, examples, n0, n_max, alpha, batch_size, radii, seed, n_first, group):
+        """The generator behind `iter_certify_sequential`, on validated arguments."""
+        examples = iter(_keyed_examples(examples))
+        while True:
+            chunk = [example for _, example in zip(range(group), examples)]
+            if not chunk:
+                return
+            # Targets are decided for the smoothing the draws perform: sigma rounded to float32 (as `recertify`).
+            tests = [sequential.SequentialTest(float(np.float32(self.sigma)), radii, alpha, n_first, n_max,
+                                               self.noise_block) for _ in chunk]
+            counts = [np.zeros(self.num_classes, np.int64) for _ in chunk]
+            selection = [None] * len(chunk)
+            seconds = [0.0] * len(chunk)
+            active, done = list(range(len(chunk))), 0
+            while active:
+                look = tests[active[0]].look  # every active test is at the same look
+                start = tests[active[0]].looks[look - 1] if look else 0
+                plan = ((noise.STREAM_ESTIMATION, tests[active[0]].next_n - start, start),)
+                if look == 0:
+                    plan = ((noise.STREAM_SELECTION, n0), *plan)
+                inputs = [chunk[i] for i in active]
+                for i, (_, found, spent) in zip(active, self._iter_counts(inputs, plan, batch_size, seed)):
+                    if look == 0:
+                        selection[i] = found[noise.STREAM_SELECTION]
+                    counts[i] = counts[i] + found[noise.STREAM_ESTIMATION]
+                    seconds[i] += spent
+                    tests[i].update(counts[i][int(np.argmax(selection[i]))])
+                active = [i for i in active if not tests[i].stopped]
+            for i, (key, _) in enumerate(chunk):
+                test = tests[i]
+                label = int(np.argmax(selection[i])) if test.certifies else ABSTAIN
+                yield key, SequentialCertificate(label, test.radius if test.certifies else 0.0, float(test.best_lower),
+                                                 test.n_used, counts[i], selection[i], seconds[i], seed)
 
     # ----------------------------------------------------------------------------------- PREDICT
     def predict(self, x, n: int = 1000, alpha: float = 0.001, batch_size: Optional[int] = None,

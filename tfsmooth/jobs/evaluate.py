@@ -15,7 +15,9 @@ import os
 import time
 from typing import Callable, Optional, Sequence, Tuple, Union
 
-from tfsmooth import checks, data, registry, results, samplewise, stats
+import numpy as np
+
+from tfsmooth import checks, data, registry, results, samplewise, sequential, stats
 from tfsmooth.jobs import records
 from tfsmooth.smoothing import SmoothedClassifier, recertify
 
@@ -63,6 +65,11 @@ class CertifyConfig:
             balls. In the run record only when set, with n_select and allocation.
         n_select: sample-wise only: sigma-selection draws per grid level (default 100).
         allocation: sample-wise only: "linprog" (default) or "greedy" (`tfsmooth.samplewise.allocate_radii`).
+        radii: sequential certification (`tfsmooth.sequential`, `SmoothedClassifier.iter_certify_sequential`):
+            the target radii, strictly increasing, > 0; then `n` is the budget n_max and each row gets the largest
+            decided target as its radius and `n_used`. None (default): fixed-n CERTIFY. In the run record only
+            when set, with n_first.
+        n_first: sequential only: the first look (default 100; looks double up to n).
         shard: (I, K): only the selected examples whose position in the selection is I modulo K (default (0, 1):
             all). Noise depends only on (seed, idx), so the K shards' rows are the unsharded run's, split;
             `tfsmooth.jobs.merge_results` joins them. In the run record (as [I, K]) only when K > 1.
@@ -87,6 +94,8 @@ class CertifyConfig:
     n_select: int = 100
     allocation: str = "linprog"
     shard: Tuple[int, int] = (0, 1)
+    radii: Optional[Tuple[float, ...]] = None
+    n_first: int = 100
 
     def __post_init__(self):
         check_evaluation_fields(self)
@@ -98,6 +107,12 @@ class CertifyConfig:
             object.__setattr__(self, "sigma_grid", samplewise.check_sigma_grid(self.sigma_grid))
         checks.check_count(self.n_select, "n_select")
         checks.check_choice(self.allocation, "allocation", samplewise.ALLOCATIONS)
+        if self.radii is not None:
+            object.__setattr__(self, "radii", sequential.check_radii(self.radii))
+            if self.method != "cohen" or self.sigma_grid is not None:
+                raise ValueError("sequential certification (radii) decides CERTIFY's targets at one sigma: it does "
+                                 f"not combine with method={self.method!r} or a sigma_grid")
+            sequential.look_schedule(self.n_first, self.n)  # n_first a multiple of the noise block, <= n
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
@@ -110,17 +125,20 @@ class CertifyConfig:
             omit += ["sigma_grid", "n_select", "allocation"]
         if self.shard[1] == 1:  # and for unsharded files
             omit.append("shard")
+        if kind != "certify" or self.radii is None:  # and for fixed-n files
+            omit += ["radii", "n_first"]
         record = records.run_record(self, kind, omit)
-        if "shard" in record:
-            record["shard"] = list(record["shard"])
-        if "sigma_grid" in record:
-            record["sigma_grid"] = list(record["sigma_grid"])
+        for key in ("shard", "sigma_grid", "radii"):
+            if key in record:
+                record[key] = list(record[key])
         return record
 
     def min_n(self, kind: str) -> int:
         """The smallest n with which this configuration can ever answer (`stats.min_n_to_*`)."""
         if kind == "predict":
             return stats.min_n_to_predict(self.alpha)
+        if self.radii is not None:
+            return sequential.min_n_max(self.alpha, self.radii, float(np.float32(self.sigma)), self.n_first)
         if self.method == "cohen":
             return stats.min_n_to_certify(self.alpha)
         return stats.min_n_to_t_certify(self.alpha, self.alpha_split)
@@ -185,7 +203,13 @@ def _run(config, out, on_row, kind, restart, also=()):
     base, record = records.load_recorded_model(config, functools.partial(config.run_record, kind))
     num_classes = records.check_model_fits_data(base, info, f"model {config.model}")
     smoothed = SmoothedClassifier(base, num_classes, config.sigma, compute_dtype=config.compute_dtype)
-    if kind == "certify":
+    if kind == "certify" and config.radii is not None:
+        if also:
+            raise ValueError("sequential certification writes one file: `also` does not apply")
+        columns = results.SEQUENTIAL_COLUMNS
+        run = functools.partial(_sequential_answers, smoothed, n0=config.n0, radii=config.radii,
+                                n_first=config.n_first)
+    elif kind == "certify":
         columns = results.CERTIFY_COLUMNS
         run = functools.partial(smoothed.iter_certify, n0=config.n0, method=config.method,
                                 alpha_split=config.alpha_split)
@@ -196,6 +220,12 @@ def _run(config, out, on_row, kind, restart, also=()):
         recertify, sigma=other.sigma, alpha=other.alpha, method=other.method, alpha_split=other.alpha_split))
         for other, other_out in also]
     return evaluate(config, columns, record, answers, out, on_row, restart=restart, also=extra)
+
+
+def _sequential_answers(smoothed, examples, *, n0, n, alpha, batch_size, seed, radii, n_first):
+    """`iter_certify_sequential` with `n` as the budget n_max (the signature `evaluate` calls)."""
+    return smoothed.iter_certify_sequential(examples, n0=n0, n_max=n, alpha=alpha, batch_size=batch_size,
+                                            radii=radii, seed=seed, n_first=n_first)
 
 
 def _record_for(record, config):
@@ -300,6 +330,8 @@ def evaluate(config, columns, record, answers, out, on_row, prepare=None, prepar
                     row["radius"] = decided.radius
                 if "radius_unallocated" in columns:  # sample-wise rows before the allocation
                     row.update(radius_unallocated=decided.radius, sigma=decided.sigma)
+                if "n_used" in columns:  # sequential certification
+                    row["n_used"] = decided.n_used
                 writer.write(row)
                 first = first or row
             written += 1

@@ -1,0 +1,160 @@
+"""Sequential certification (tfsmooth.sequential, SmoothedClassifier.certify_sequential): sound at any stopping time."""
+
+import fixtures
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from tfsmooth import noise, sequential
+from tfsmooth.smoothing import SmoothedClassifier
+
+SIGMA, RADII = 0.25, (0.25, 0.5)
+Q = scipy_stats.norm.cdf(np.array(RADII) / SIGMA)  # p_A thresholds of the targets: Phi(1), Phi(2)
+
+
+def _decide(p, alpha, trials, n_max=12_800, naive=False, seed=0):
+    """Runs the test on binomial counts (the top class of a base classifier with P(top) = p): decided [trials],
+    n_used [trials]. `naive` reuses a fixed-n bound at level alpha at every look (not valid)."""
+    rng = np.random.default_rng(seed)
+    looks = sequential.look_schedule(100, n_max)
+    counts = np.cumsum(rng.binomial(np.diff((0,) + looks), p, size=(trials, len(looks))), axis=1)
+    decided, used = [], []
+    for row in counts:
+        test = sequential.SequentialTest(SIGMA, RADII, alpha, 100, n_max)
+        if naive:
+            test.alpha_look = alpha
+        for count in row:
+            if test.update(count):
+                break
+        decided.append(test.decided)
+        used.append(test.n_used)
+    return np.array(decided), np.array(used)
+
+
+@pytest.mark.parametrize("target", [0, 1])
+def test_error_is_at_most_alpha_at_any_stopping_time_just_below_a_target(target):
+    # p_A just below q_k: deciding r_k is an error. Over 1,500 seeded trials at alpha = 0.05 the errors are
+    # stochastically below Binomial(1500, 0.05) (union bound over the looks), so more than its 0.999 quantile fails.
+    alpha, trials = 0.05, 1500
+    decided, used = _decide(Q[target] - 0.002, alpha, trials, seed=target)
+    errors = int(np.sum(decided > target))
+    assert errors <= scipy_stats.binom.ppf(0.999, trials, alpha), errors
+    assert np.all(used <= 12_800)
+
+
+def test_reusing_a_fixed_n_bound_at_every_look_is_not_valid():
+    # The same looks with alpha (not alpha / L) at each: "optional stopping" errs far more often than alpha.
+    alpha, trials = 0.05, 1500
+    decided, _ = _decide(Q[0] - 0.003, alpha, trials, naive=True, seed=7)
+    assert np.sum(decided > 0) > scipy_stats.binom.ppf(0.999, trials, alpha)
+    valid, _ = _decide(Q[0] - 0.003, alpha, trials, seed=7)
+    assert np.sum(valid > 0) <= scipy_stats.binom.ppf(0.999, trials, alpha)
+
+
+def test_easy_images_stop_early_and_clear_ones_are_decided():
+    decided, used = _decide(0.9999, 0.001, 200, n_max=100_000)
+    assert np.all(decided == 2) and used.max() <= 1_600  # Phi(2) = 0.977: unanimous votes decide it at 400-1,600
+    decided, used = _decide(Q[0] + 0.04, 0.001, 200, n_max=100_000)
+    assert np.mean(decided == 1) > 0.95  # r_1 decided, r_2 (q = 0.977) out of reach: stopped by futility
+    assert np.median(used) < 100_000
+    decided, used = _decide(0.3, 0.001, 50, n_max=100_000)
+    assert np.all(decided == 0) and np.all(used == 100)  # hopeless: stops at the first look
+
+
+def test_schedule_and_bad_arguments():
+    assert sequential.look_schedule(100, 100_000) == (100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200,
+                                                      100_000)
+    assert sequential.look_schedule(100, 100) == (100,)
+    for kwargs, message in [(dict(radii=(0.5, 0.25)), "strictly increasing"), (dict(radii=(0.0, 0.5)), "radii"),
+                            (dict(radii=()), "empty"), (dict(alpha=1.0), "alpha"), (dict(n_first=150), "multiple"),
+                            (dict(n_max=50), "n_first must be <= n_max"), (dict(sigma=0.0), "sigma"),
+                            (dict(radii=(0.75,), n_max=800), "too small to ever certify radius 0.75")]:
+        args = {"sigma": SIGMA, "radii": RADII, "alpha": 0.001, "n_first": 100, "n_max": 10_000, **kwargs}
+        with pytest.raises(ValueError, match=message):
+            sequential.SequentialTest(**args)
+    minimum = sequential.min_n_max(0.001, (0.75,), SIGMA)
+    sequential.SequentialTest(SIGMA, (0.75,), 0.001, 100, minimum)  # accepted
+    with pytest.raises(ValueError, match="too small"):
+        sequential.SequentialTest(SIGMA, (0.75,), 0.001, 100, minimum // 2)
+
+
+# --------------------------------------------------------------------------------- on a base classifier
+def _linear(margin):
+    w = np.ones(fixtures.D) / 4.0  # |w| = 1, so P(f(x + delta) = 1) = Phi(margin / sigma)
+    image = np.full(fixtures.SHAPE, (margin + 2.0) / 4.0, np.float32)
+    return fixtures.linear_classifier(w, -2.0), image
+
+
+def test_certify_sequential_counts_are_the_fixed_n_prefix_and_seeded():
+    base, _ = _linear(0.0)
+    smoothed = SmoothedClassifier(base, 2, SIGMA, noise_block=100)
+    images = [_linear(m)[1] for m in (0.6, 0.3, 0.05, -0.4)]
+    answers = list(smoothed.iter_certify_sequential(zip([3, 8, 9, 11], images), n0=100, n_max=6_400, alpha=0.01,
+                                                    radii=RADII, seed=4, group=3))
+    again = list(smoothed.iter_certify_sequential(zip([3, 8, 9, 11], images), n0=100, n_max=6_400, alpha=0.01,
+                                                  radii=RADII, seed=4, group=1, batch_size=300))
+    for (key, answer), (_, other), image in zip(answers, again, images):
+        fixed = smoothed.sample_counts(image[None], answer.n_used, seed=4, keys=[key], stream=noise.STREAM_ESTIMATION)
+        np.testing.assert_array_equal(answer.counts, fixed[0])
+        assert (answer.label, answer.radius, answer.n_used) == (other.label, other.radius, other.n_used)
+        assert answer.n_used <= 6_400
+    radii = [answer.radius for _, answer in answers]
+    assert radii[0] == 0.5 and answers[0][1].n_used < 6_400  # p_A = Phi(2.4) = 0.992 > Phi(2): decided early
+    assert answers[3][1].label == 0  # the other side of the boundary: class 0
+
+
+def test_certify_sequential_bound_covers_on_the_linear_classifier():
+    # Margins just below the first target's threshold (p_A = Phi(0.97) < Phi(1)): the radius 0.25 is wrong for
+    # every image; 300 images (keys) at alpha = 0.1: errors at most the Binomial(300, 0.1) 0.999 quantile.
+    base, _ = _linear(0.0)
+    smoothed = SmoothedClassifier(base, 2, SIGMA, noise_block=100)
+    image = _linear(0.97 * SIGMA)[1]
+    answers = smoothed.iter_certify_sequential(((k, image) for k in range(300)), n0=100, n_max=3_200, alpha=0.1,
+                                               radii=(0.25,), seed=1, group=100)
+    errors = sum(answer.radius >= 0.25 for _, answer in answers)
+    assert errors <= scipy_stats.binom.ppf(0.999, 300, 0.1)
+
+
+def test_certify_sequential_refuses_bad_arguments():
+    base, image = _linear(0.3)
+    smoothed = SmoothedClassifier(base, 2, SIGMA, noise_block=100)
+    for kwargs, message in [(dict(n_max=0), "n_max"), (dict(radii=(0.5, 0.5)), "strictly increasing"),
+                            (dict(alpha=0.0), "alpha"), (dict(n_max=100, radii=(1.0,)), "too small"),
+                            (dict(n_first=50), "multiple")]:
+        with pytest.raises(ValueError, match=message):
+            smoothed.certify_sequential(image, **{"n_max": 1_000, "radii": RADII, **kwargs})
+
+
+def test_certify_cli_sequential_writes_n_used_and_analyze_reports_draws(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tfsmooth import jobs, results
+    from tfsmooth.cli.main import cli
+
+    run = tmp_path / "run"
+    assert CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1",
+                                    "--batch", "500", "--val-examples", "0", "--outdir", str(run)]).exit_code == 0
+    out = tmp_path / "seq.tsv"
+    args = ["certify", str(run / jobs.BASE_MODEL_FILE), "--dataset", "cifar10_sample", "--sigma", "0.25", "--skip",
+            "200", "--alpha", "0.01", "--sequential", "--radii", "0.25,0.5", "--n-max", "1600", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = results.read_results(out)
+    assert rows.kind == "certify" and len(rows) == 5 and np.all((rows.n_used >= 100) & (rows.n_used <= 1600))
+    assert set(rows.radius.tolist()) <= {0.0, 0.25, 0.5}
+    record = json.loads(open(str(out) + ".json").read())
+    assert record["radii"] == [0.25, 0.5] and record["n"] == 1600 and record["n_first"] == 100
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "0 new rows" in again.output
+    analyzed = CliRunner().invoke(cli, ["analyze", str(out)])
+    assert analyzed.exit_code == 0 and "draws (total)" in analyzed.output
+    assert str(int(rows.n_used.sum())) in analyzed.output
+    for extra, message in [(["--radii", "0.5,0.25"], "strictly increasing"), (["--n-max", "200", "--radii", "1.0"],
+                                                                              "too small"),
+                           (["--method", "t-certify"], "does not combine")]:
+        bad = CliRunner().invoke(cli, [*args[:-2], *extra, "--out", str(tmp_path / "bad.tsv")])
+        assert bad.exit_code != 0 and message in bad.output and "Traceback" not in bad.output, bad.output
+    bad = CliRunner().invoke(cli, [*args[:-7], "--n-max", "100", "--out", str(tmp_path / "bad.tsv")])
+    assert bad.exit_code != 0 and "--n-max is the budget of --sequential" in bad.output

@@ -1,0 +1,161 @@
+"""Sequential certification: decide "is R >= r_k?" for a list of target radii with as few draws as each image needs.
+
+Fixed-n CERTIFY (Cohen et al. 2019, Sec. 3.2) spends n draws on every image. For a certified-accuracy table only
+the targets r_1 < ... < r_m matter: R >= r_k <=> p_A >= q_k = Phi(r_k / sigma) (CERTIFY's radius
+sigma * Phi^-1(p_a_lower), Theorem 1 with p_B = 1 - p_A). An image whose top class wins almost every draw is decided
+at the largest target after a few thousand draws; a borderline one needs many. Here each image draws in *looks*
+at n_1 < n_2 < ... < n_L = n_max (doubling from `n_first`, `look_schedule`) and stops as soon as its answer is
+decided.
+
+The bound (this library's derivation; cf. the confidence sequences of Voracek & Hein, NeurIPS 2024, and the
+adaptive sampling of Horvath et al., ICLR 2022, METHODS.md §6): at look l the one-sided Clopper-Pearson lower bound
+L_l = CP_lower(k_l, n_l, alpha / L) of the top class's count k_l among the first n_l estimation draws. Each L_l
+misses p_A with probability <= alpha / L, so by the union bound
+
+    P(p_A < L_l for some l) <= L * alpha / L = alpha,
+
+whatever the looks that actually happen: the event "all L bounds hold" does not depend on when the test stops,
+so the reported answer is sound *at whatever time it stops*, by any stopping rule -- including the futility stop
+below. The radius reported is r_k for the largest k with max_{l <= tau} L_l >= q_k (tau the last look), 0 if none;
+the label is c_A (chosen on n0 separate selection draws, as CERTIFY) if some L_l > 1/2, else ABSTAIN. The price
+against fixed-n CERTIFY at n_max is alpha / L instead of alpha in the last bound (L = 11 looks from 100 to 100,000:
+Phi^-1 of 1 - 9.1e-5 instead of 1 - 1e-3, a few percent of the radius at the largest targets).
+
+Reusing a fixed-n bound at level alpha at every look is not valid: its error grows with the number of looks (the
+"optional stopping" of `tests/test_sequential.py` shows it).
+
+Stopping (any rule keeps the guarantee; this one saves draws): after look l, stop if the largest target is decided,
+or if CP_upper(k_l, n_l, alpha / L) < q_{k+1} for the next undecided target (it cannot be reached with the
+confidence the test keeps), or at n_max.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence, Tuple
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from tfsmooth import checks, stats
+
+
+def check_radii(radii) -> Tuple[float, ...]:
+    """Target radii: a non-empty, strictly increasing sequence of finite numbers > 0 (l2, [0, 1] pixels)."""
+    if isinstance(radii, (str, bytes)) or not hasattr(radii, "__iter__"):
+        raise ValueError(f"radii must be a non-empty increasing sequence of l2 radii > 0, got {radii!r}")
+    values = [checks.check_real(r, "radii entry", 0.0, inclusive=False) for r in radii]
+    if not values:
+        raise ValueError("radii must be a non-empty increasing sequence of l2 radii > 0, got an empty one")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"radii must be strictly increasing, got {values}")
+    return tuple(values)
+
+
+def look_schedule(n_first: int, n_max: int, noise_block: int = 100) -> Tuple[int, ...]:
+    """The looks n_1 < ... < n_L: n_first * 2^l while below n_max, then n_max; multiples of `noise_block` (so each
+    look's draws are whole blocks of the estimation stream, the prefix of a fixed-n run's) except possibly n_max.
+
+    Raises:
+        ValueError: n_first or n_max not integers >= 1, n_first > n_max, or n_first not a multiple of noise_block.
+    """
+    n_first = checks.check_count(n_first, "n_first")
+    n_max = checks.check_count(n_max, "n_max")
+    if n_first > n_max:
+        raise ValueError(f"n_first must be <= n_max, got n_first={n_first}, n_max={n_max}")
+    if n_first % noise_block:
+        raise ValueError(f"n_first must be a multiple of the noise block ({noise_block} draws), got {n_first}")
+    looks, n = [], n_first
+    while n < n_max:
+        looks.append(n)
+        n *= 2
+    return tuple(looks + [n_max])
+
+
+def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block: int = 100) -> int:
+    """The smallest n_max with which a unanimous vote decides the first target r_1 (smaller: nothing can ever be
+    certified beyond radius 0 -- refused by `SequentialTest`)."""
+    q = scipy_stats.norm.cdf(check_radii(radii)[0] / checks.check_sigma(sigma))
+    n_max = n_first
+    while True:
+        looks = look_schedule(n_first, n_max, noise_block)
+        if stats.clopper_pearson_lower(n_max, n_max, alpha / len(looks)) >= q:
+            return n_max
+        n_max *= 2
+
+
+@dataclasses.dataclass
+class SequentialTest:
+    """The decision of one image, updated look by look (module docstring).
+
+    Args:
+        sigma: noise level (l2, [0, 1] pixels), > 0.
+        radii: target radii r_1 < ... < r_m, > 0.
+        alpha: total failure probability in (0, 1), spent as alpha / L on each of the L looks.
+        n_first, n_max: the first look and the budget (`look_schedule`).
+        noise_block: draws per block; looks are multiples of it.
+
+    Raises:
+        ValueError: bad arguments, or an n_max too small to ever decide r_1 (`min_n_max`).
+    """
+
+    sigma: float
+    radii: Sequence[float]
+    alpha: float
+    n_first: int
+    n_max: int
+    noise_block: int = 100
+
+    def __post_init__(self):
+        self.sigma = checks.check_sigma(self.sigma)
+        self.radii = check_radii(self.radii)
+        self.alpha = checks.check_alpha(self.alpha)
+        self.looks = look_schedule(self.n_first, self.n_max, self.noise_block)
+        self.alpha_look = self.alpha / len(self.looks)
+        self.thresholds = scipy_stats.norm.cdf(np.asarray(self.radii) / self.sigma)  # q_k
+        if stats.clopper_pearson_lower(self.n_max, self.n_max, self.alpha_look) < self.thresholds[0]:
+            raise ValueError(f"n_max={self.n_max} is too small to ever certify radius {self.radii[0]} at alpha="
+                             f"{self.alpha} over {len(self.looks)} looks: use n_max >= "
+                             f"{min_n_max(self.alpha, self.radii, self.sigma, self.n_first, self.noise_block)}")
+        self.look = 0  # looks done
+        self.best_lower = 0.0  # max over looks of L_l
+        self.decided = 0  # number of targets decided (r_1 .. r_decided certified)
+        self.stopped = False
+
+    @property
+    def next_n(self) -> int:
+        """Draws the next look needs in total (the current look's n)."""
+        return self.looks[self.look]
+
+    def update(self, count_a: int) -> bool:
+        """Records look `self.look` (count_a of the top class among its `next_n` draws); returns whether to stop."""
+        if self.stopped:
+            raise ValueError("the test has stopped: no more looks")
+        n = self.looks[self.look]
+        count_a = int(count_a)
+        if not 0 <= count_a <= n:
+            raise ValueError(f"count_a must be in [0, {n}], got {count_a}")
+        lower = stats.clopper_pearson_lower(count_a, n, self.alpha_look)
+        self.best_lower = max(self.best_lower, lower)
+        self.decided = int(np.sum(self.thresholds <= self.best_lower))
+        self.look += 1
+        futile = (self.decided < len(self.radii)
+                  and stats.clopper_pearson_upper(count_a, n, self.alpha_look) < self.thresholds[self.decided])
+        self.stopped = self.decided == len(self.radii) or futile or self.look == len(self.looks)
+        return self.stopped
+
+    @property
+    def radius(self) -> float:
+        """The largest decided target radius, 0.0 if none."""
+        return float(self.radii[self.decided - 1]) if self.decided else 0.0
+
+    @property
+    def certifies(self) -> bool:
+        """Whether some look's lower bound exceeds 1/2: g predicts c_A at x (radius >= 0)."""
+        return self.best_lower > 0.5
+
+    @property
+    def n_used(self) -> int:
+        """Estimation draws used: the last look's n (0 before the first look)."""
+        return self.looks[self.look - 1] if self.look else 0
+
