@@ -41,3 +41,20 @@ def cifar_dir():
     if path is None:
         pytest.skip("real CIFAR-10 files not found: set TFSMOOTH_DATA_DIR or put ../shared/data beside the repo")
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_model(tmp_path_factory):
+    """Path of a small_cnn trained for one epoch on the embedded sample (sigma = 0.25) by `tfsmooth train`: a
+    real, quickly made base classifier for command-line tests of certification. Shared by the whole session."""
+    from click.testing import CliRunner
+
+    from tfsmooth import jobs
+    from tfsmooth.cli.main import cli
+
+    outdir = tmp_path_factory.mktemp("sample_model") / "run"
+    result = CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1",
+                                      "--batch", "500", "--val-examples", "0", "--sigma", "0.25",
+                                      "--outdir", str(outdir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return str(outdir / jobs.BASE_MODEL_FILE)

@@ -14,13 +14,8 @@ GRID = "0.12,0.25,0.5"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("samplewise") / "run"
-    result = CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1",
-                                      "--batch", "500", "--val-examples", "0", "--sigma", "0.25",
-                                      "--outdir", str(outdir)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return str(outdir / jobs.BASE_MODEL_FILE)
+def model(sample_model):
+    return sample_model
 
 
 def _certify(model, out, *extra):

@@ -99,13 +99,8 @@ def test_choose_training_sigma_maximizes_the_estimated_radius_where_correct():
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("pretrain") / "run"
-    result = CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1",
-                                      "--batch", "500", "--val-examples", "0", "--outdir", str(outdir)],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return str(outdir / jobs.BASE_MODEL_FILE)
+def pretrained(sample_model):
+    return sample_model
 
 
 def test_assign_sigma_then_fine_tune_with_the_sigma_file(pretrained, tmp_path):

@@ -125,19 +125,16 @@ def test_certify_sequential_refuses_bad_arguments():
             smoothed.certify_sequential(image, **{"n_max": 1_000, "radii": RADII, **kwargs})
 
 
-def test_certify_cli_sequential_writes_n_used_and_analyze_reports_draws(tmp_path):
+def test_certify_cli_sequential_writes_n_used_and_analyze_reports_draws(sample_model, tmp_path):
     import json
 
     from click.testing import CliRunner
 
-    from tfsmooth import jobs, results
+    from tfsmooth import results
     from tfsmooth.cli.main import cli
 
-    run = tmp_path / "run"
-    assert CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1",
-                                    "--batch", "500", "--val-examples", "0", "--outdir", str(run)]).exit_code == 0
     out = tmp_path / "seq.tsv"
-    args = ["certify", str(run / jobs.BASE_MODEL_FILE), "--dataset", "cifar10_sample", "--sigma", "0.25", "--skip",
+    args = ["certify", sample_model, "--dataset", "cifar10_sample", "--sigma", "0.25", "--skip",
             "200", "--alpha", "0.01", "--sequential", "--radii", "0.25,0.5", "--n-max", "1600", "--out", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output

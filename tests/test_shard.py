@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tfsmooth import checks, data, jobs, results
+from tfsmooth import checks, data, results
 from tfsmooth.cli.main import cli
 
 
@@ -24,13 +24,8 @@ def test_shards_are_disjoint_and_together_the_selection():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("shard") / "run"
-    result = CliRunner().invoke(cli, ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1",
-                                      "--batch", "500", "--val-examples", "0", "--outdir", str(outdir)],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return str(outdir / jobs.BASE_MODEL_FILE)
+def model(sample_model):
+    return sample_model
 
 
 def _run(command, model, out, *extra):

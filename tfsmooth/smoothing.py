@@ -363,7 +363,7 @@ class SmoothedClassifier:
             counts = [np.zeros(self.num_classes, np.int64) for _ in chunk]
             selection = [None] * len(chunk)
             seconds = [0.0] * len(chunk)
-            active, done = list(range(len(chunk))), 0
+            active = list(range(len(chunk)))
             while active:
                 look = tests[active[0]].look  # every active test is at the same look
                 start = tests[active[0]].looks[look - 1] if look else 0
