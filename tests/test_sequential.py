@@ -13,22 +13,9 @@ Q = scipy_stats.norm.cdf(np.array(RADII) / SIGMA)  # p_A thresholds of the targe
 
 
 def _decide(p, alpha, trials, n_max=12_800, naive=False, seed=0):
-    """Runs the test on binomial counts (the top class of a base classifier with P(top) = p): decided [trials],
-    n_used [trials]. `naive` reuses a fixed-n bound at level alpha at every look (not valid)."""
-    rng = np.random.default_rng(seed)
-    looks = sequential.look_schedule(100, n_max)
-    counts = np.cumsum(rng.binomial(np.diff((0,) + looks), p, size=(trials, len(looks))), axis=1)
-    decided, used = [], []
-    for row in counts:
-        test = sequential.SequentialTest(SIGMA, RADII, alpha, 100, n_max)
-        if naive:
-            test.alpha_look = alpha
-        for count in row:
-            if test.update(count):
-                break
-        decided.append(test.decided)
-        used.append(test.n_used)
-    return np.array(decided), np.array(used)
+    """`sequential.simulate` at SIGMA and RADII; `naive` reuses a fixed-n bound at level alpha at every look."""
+    return sequential.simulate(p, SIGMA, RADII, alpha, trials, n_max=n_max, seed=seed,
+                               alpha_per_look=alpha if naive else None)
 
 
 @pytest.mark.parametrize("target", [0, 1])

@@ -159,3 +159,31 @@ class SequentialTest:
         """Estimation draws used: the last look's n (0 before the first look)."""
         return self.looks[self.look - 1] if self.look else 0
 
+
+
+def simulate(p_a: float, sigma: float, radii, alpha: float, trials: int, n_first: int = 100, n_max: int = 100_000,
+             seed: int = 0, alpha_per_look=None):
+    """The test on simulated counts: a base classifier whose top class has probability `p_a` (binomial draws).
+
+    For studying the error rate and the draws of the procedure without a model (`tests/test_sequential.py`,
+    `benchmarks/sequential/simulate_error.py`). `alpha_per_look` overrides alpha / L (e.g. alpha itself: the
+    invalid "optional stopping" variant).
+
+    Returns:
+        (decided int64 [trials], n_used int64 [trials]): the number of targets decided and the draws used.
+    """
+    rng = np.random.default_rng(checks.check_seed(seed))
+    looks = look_schedule(n_first, n_max)
+    counts = np.cumsum(rng.binomial(np.diff((0,) + looks), p_a, size=(checks.check_count(trials, "trials"),
+                                                                         len(looks))), axis=1)
+    decided, used = [], []
+    for row in counts:
+        test = SequentialTest(sigma, radii, alpha, n_first, n_max)
+        if alpha_per_look is not None:
+            test.alpha_look = checks.check_alpha(alpha_per_look)
+        for count in row:
+            if test.update(count):
+                break
+        decided.append(test.decided)
+        used.append(test.n_used)
+    return np.array(decided, np.int64), np.array(used, np.int64)

@@ -14,19 +14,9 @@ from tfsmooth import sequential
 
 
 def error_rate(p, alpha, naive, trials=3000, n_max=12_800, radii=(0.25, 0.5), sigma=0.25, seed=0):
-    rng = np.random.default_rng(seed)
-    looks = sequential.look_schedule(100, n_max)
-    counts = np.cumsum(rng.binomial(np.diff((0,) + looks), p, size=(trials, len(looks))), axis=1)
-    decided = []
-    for row in counts:
-        test = sequential.SequentialTest(sigma, radii, alpha, 100, n_max)
-        if naive:
-            test.alpha_look = alpha
-        for count in row:
-            if test.update(count):
-                break
-        decided.append(test.decided)
-    return float(np.mean(np.array(decided) >= 1))
+    decided, _ = sequential.simulate(p, sigma, radii, alpha, trials, n_max=n_max, seed=seed,
+                                     alpha_per_look=alpha if naive else None)
+    return float(np.mean(decided >= 1))
 
 
 if __name__ == "__main__":
