@@ -351,3 +351,15 @@ def test_certify_batch_reports_progress_after_each_image():
     smoothed.predict_batch(np.zeros((2, *fixtures.SHAPE), np.float32), 100, 0.001, 100, seed=0,
                            progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 2), (2, 2)]
+
+
+def test_radius_uses_the_float32_sigma_the_noise_is_drawn_with():
+    # The draws are float32(sigma) times standard normals; a radius from float64 0.12 would overstate the
+    # certificate of that smoothed classifier by 2e-8 relative (float32(0.12) < 0.12).
+    from tfsmooth.smoothing import Certificate, recertify
+
+    counted = Certificate(ABSTAIN, 0.0, 0.0, np.array([9990, 10]), np.array([100, 0]))
+    certificate = recertify(counted, 0.12, 0.001)
+    expected = float(np.float32(0.12)) * st.norm.ppf(certificate.p_a_lower)
+    assert float(np.float32(0.12)) < 0.12 and certificate.radius == expected
+    assert certificate.radius < 0.12 * st.norm.ppf(certificate.p_a_lower)
