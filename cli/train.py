@@ -100,9 +100,18 @@ def _smoothadv_options(function):
               help="cifar10: CIFAR-10 binary directory (default $TFSMOOTH_DATA_DIR, else tfds); mnist: idx "
               "files directory (default $TFSMOOTH_MNIST_DIR, else tfds); tfds:NAME: tfds's data directory.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
+@click.option("--augment", type=click.Choice(["auto", "crop_flip", "crop", "none"]), default="auto",
+              show_default=True,
+              help="Training augmentation: random crop after padding 4 (+ horizontal flip); auto: crop_flip for "
+              "colour images, none for single-channel ones (MNIST digits).")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default="default",
+              show_default=True,
+              help="tf.distribute strategy: one device; mirrored: all local GPUs (else the CPU); multi-worker: the "
+              "cluster of $TF_CONFIG (run the same command on every worker, OUTDIR on a shared file system; only "
+              "the chief writes it). --batch is the global batch, split among the replicas.")
 @_smoothadv_options
 def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_decay, val_examples, outdir,
-          data_dir, seed, **smoothadv):
+          data_dir, seed, augment, strategy, **smoothadv):
     """Train a base classifier under Gaussian noise (Cohen et al. 2019, Sec. 3.3), by SmoothAdv, MACER, ADRE or
     consistency regularization.
 
@@ -125,12 +134,14 @@ def train(dataset, arch, sigma, epochs, batch, lr, lr_step, momentum, weight_dec
         method = smoothadv.pop("method")
         config = jobs.TrainConfig(dataset=dataset, arch=arch, sigma=sigma, epochs=epochs, batch=batch, lr=lr,
                                   lr_step=lr_step, momentum=momentum, weight_decay=weight_decay, seed=seed,
-                                  data_dir=data_dir, val_examples=val_examples, method=method,
+                                  data_dir=data_dir, val_examples=val_examples, method=method, augment=augment,
                                   method_config=jobs.train.method_config_for(method, **method_options), **smoothadv)
         done = 0 if restart else jobs.train.epochs_done(outdir)
         if done >= epochs:
             click.echo(f"nothing to do: {outdir} already holds {done} of {epochs} epochs (raise --epochs to train on, "
                        "or --restart to start over)")
+        from tfsmooth import distribute
+
         jobs.train.train(config, outdir, verbose=1 if click.get_text_stream("stdout").isatty() else 2,
-                         restart=restart)
+                         restart=restart, strategy=distribute.make_strategy(strategy))
     click.echo(f"base classifier: {outdir}/{jobs.BASE_MODEL_FILE}")

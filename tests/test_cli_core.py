@@ -383,12 +383,25 @@ def test_train_refuses_a_damaged_or_foreign_train_state(trained_run, tmp_path, s
     (("--weight-decay", "inf"), "weight_decay must be a finite number"),
     (("--weight-decay", "nan"), "weight_decay"),
     (("--dataset", "imagenet"), "Unknown dataset name 'imagenet'"),
+    (("--augment", "mixup"), "'--augment': 'mixup' is not one of 'auto'"),
+    (("--strategy", "tpu"), "'--strategy': 'tpu' is not one of 'default'"),
 ])
 def test_train_bad_arguments_fail_cleanly(tmp_path, change, message):
     outdir = tmp_path / "run"
     args = ["train", "--dataset", "cifar10_sample", "--arch", "small_cnn", "--epochs", "1", "--outdir", outdir]
     _assert_fails_cleanly(_with_options(args, change), message)
     assert not outdir.exists()  # no partial output: not even an empty directory
+
+
+def test_train_records_the_augmentation_and_multi_worker_needs_tf_config(trained_run, tmp_path, monkeypatch):
+    assert json.loads((trained_run / "config.json").read_text())["augment"] == "auto"
+    with pytest.raises(ValueError, match="augment must be one of auto, crop_flip, crop, none"):
+        jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", augment="flip")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    outdir = tmp_path / "run"
+    _assert_fails_cleanly([*TRAIN, "--epochs", "1", "--strategy", "multi-worker", "--outdir", outdir],
+                          "needs the TF_CONFIG environment variable")
+    assert not outdir.exists()
 
 
 @pytest.mark.parametrize("name", ["lr", "lr_gamma", "weight_decay"])

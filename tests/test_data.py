@@ -949,6 +949,42 @@ def test_training_pipeline_without_augment_keeps_images():
     assert 0.0 <= xa.min() and xa.max() <= 1.0 and not np.array_equal(xa, x)
 
 
+def _half_lit(num=40, channels=3):
+    """Images whose left half is 1 and right half 0: a crop (shift <= 4) keeps the right 8 columns dark, a flip
+    lights them."""
+    images = np.zeros((num, 32, 32, channels), np.float32)
+    images[:, :, :16] = 1.0
+    return tf.data.Dataset.from_tensor_slices((images, np.arange(num, dtype=np.int64)))
+
+
+def test_training_pipeline_crop_never_flips_and_crop_flip_does():
+    (crop, _), = _epoch(data.training_pipeline(_half_lit(), 40, seed=5, augment="crop"))
+    assert np.all(crop[:, :, 24:] == 0)  # never mirrored
+    assert np.any(crop[:, :, :4] == 0)  # but shifted: some crops show the zero padding on the left
+    (flipped, _), = _epoch(data.training_pipeline(_half_lit(), 40, seed=5, augment="crop_flip"))
+    lit_right = np.any(flipped[:, :, 24:] > 0, axis=(1, 2, 3))
+    assert 5 < lit_right.sum() < 35  # about half of the 40 are mirrored
+    (same, _), = _epoch(data.training_pipeline(_half_lit(), 40, seed=5, augment=True))
+    np.testing.assert_array_equal(same, flipped)  # True is crop_flip, the CIFAR recipe
+
+
+def test_auto_augmentation_is_crop_flip_for_colour_and_none_for_single_channel_images():
+    assert data.default_augmentation((32, 32, 3)) == "crop_flip"
+    assert data.default_augmentation((28, 28, 1)) == "none"
+    (colour, _), = _epoch(data.training_pipeline(_half_lit(), 40, seed=5, augment="auto"))
+    (flipped, _), = _epoch(data.training_pipeline(_half_lit(), 40, seed=5, augment="crop_flip"))
+    np.testing.assert_array_equal(colour, flipped)
+    source = _half_lit(channels=1)
+    (grey, y), = _epoch(data.training_pipeline(source, 40, seed=5, augment="auto"))
+    originals = np.stack([x.numpy() for x, _ in source])
+    np.testing.assert_array_equal(grey, originals[y])  # untouched digits
+
+
+def test_training_pipeline_rejects_an_unknown_augmentation():
+    with pytest.raises(ValueError, match="augment must be one of auto, crop_flip, crop, none"):
+        data.training_pipeline(_tiny_dataset(), 8, seed=1, augment="mixup")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(batch_size=0, seed=1), "batch_size"),
     (dict(batch_size=8, seed=-1), "seed"),

@@ -1,4 +1,6 @@
-"""Training under tf.distribute: every replica draws its own noise, and a step on two replicas is the step on one.
+"""Training under tf.distribute: every replica draws its own noise, and a step on two replicas is the step on one --
+in Keras' `fit` and in tfsmooth's own loop (`tfsmooth.distribute.fit`, `train --strategy mirrored|multi-worker`),
+for every training method.
 
 A 2-replica `MirroredStrategy` needs two logical CPU devices, which TensorFlow accepts only before it initializes:
 the replicated part runs in a fresh Python process (this file run as a script; TensorFlow's own distribute tests
@@ -57,8 +59,35 @@ def _models():
     return made
 
 
+REGULARIZED = ("macer", "adre", "consistency")
+
+
+def _regularized(method):
+    """The regularized method's training model (k = 2 copies), compiled, with the same weights and seed."""
+    import keras
+
+    from tfsmooth import training
+
+    spec = training.METHODS[method]
+    model = spec.build(_base(), SIGMA, spec.config_class(num_noise_vec=2), seed=SEED)
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _fit_loop(model, strategy, x, y):
+    """One step of `tfsmooth.distribute.fit` (the loop of `train --strategy mirrored|multi-worker`) on the batch."""
+    import tensorflow as tf
+
+    from tfsmooth import distribute
+
+    history = distribute.fit(model, strategy, tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH),
+                             epochs=1, verbose=0)
+    return history.history["loss"][0]
+
+
 def _replicated(path):
-    """Runs in a fresh process: draws and one fit step of both methods on 2 replicas; saves them to `path`."""
+    """Runs in a fresh process: draws and one fit step of every method on 2 replicas (Keras' `fit` and tfsmooth's
+    loop); saves them to `path`."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -83,6 +112,23 @@ def _replicated(path):
         out[f"{name}_step"] = int(model.train_noise_step.numpy())
         for i, weight in enumerate(model.base_model.get_weights()):
             out[f"{name}_weight_{i}"] = weight
+    with strategy.scope():
+        looped = dict(zip(("gaussian", "smoothadv"), _models()))
+        for method in REGULARIZED:
+            looped[method] = _regularized(method)
+    for name, model in looped.items():
+        out[f"{name}_loop_loss"] = _fit_loop(model, strategy, x, y)
+        out[f"{name}_loop_step"] = int(model.train_noise_step.numpy())
+        for i, weight in enumerate(model.base_model.get_weights()):
+            out[f"{name}_loop_weight_{i}"] = weight
+    for method in REGULARIZED:  # Keras' fit on the same two replicas
+        with strategy.scope():
+            model = _regularized(method)
+        history = model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
+        out[f"{method}_loss"] = history.history["loss"][0]
+        out[f"{method}_step"] = int(model.train_noise_step.numpy())
+        for i, weight in enumerate(model.base_model.get_weights()):
+            out[f"{method}_weight_{i}"] = weight
     np.savez(path, **out)
 
 
@@ -162,6 +208,24 @@ def test_a_two_replica_step_is_the_single_device_step_on_the_global_batch(replic
         np.testing.assert_allclose(replicated[f"{method}_weight_{i}"], weight - LR * gradient.numpy(), atol=1e-6)
     assert np.abs(gradients[0].numpy()).max() > 1e-2  # a real step, so wrong noise or a wrong reduction shows
     assert int(replicated[f"{method}_step"]) == 1  # the step counter advanced once, not once per replica
+    # tfsmooth's own loop (`train --strategy mirrored|multi-worker`) takes the same step.
+    assert replicated[f"{method}_loop_loss"] == pytest.approx(float(loss), rel=1e-6)
+    for i, (weight, gradient) in enumerate(zip(_initial_weights(), gradients)):
+        np.testing.assert_allclose(replicated[f"{method}_loop_weight_{i}"], weight - LR * gradient.numpy(), atol=1e-6)
+    assert int(replicated[f"{method}_loop_step"]) == 1
+
+
+@pytest.mark.parametrize("method", REGULARIZED)
+def test_the_regularized_methods_take_the_same_two_replica_step_in_keras_fit_and_tfsmooths_loop(replicated, method):
+    assert np.isfinite(replicated[f"{method}_loss"])
+    assert replicated[f"{method}_loop_loss"] == pytest.approx(float(replicated[f"{method}_loss"]), rel=1e-6)
+    moved = 0.0
+    for i, initial in enumerate(_initial_weights()):
+        np.testing.assert_allclose(replicated[f"{method}_loop_weight_{i}"], replicated[f"{method}_weight_{i}"],
+                                   atol=1e-6)
+        moved = max(moved, float(np.abs(replicated[f"{method}_weight_{i}"] - initial).max()))
+    assert moved > 1e-3  # a real step
+    assert int(replicated[f"{method}_step"]) == int(replicated[f"{method}_loop_step"]) == 1
 
 
 if __name__ == "__main__":

@@ -1133,8 +1133,21 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         image_shape=IMAGE_SHAPE, mean=CIFAR10_MEAN, std=CIFAR10_STD)
 
 
+AUGMENTATIONS = ("auto", "crop_flip", "crop", "none")
+"""Training augmentations (`training_pipeline`, `tfsmooth train --augment`): crop_flip, the CIFAR recipe (random
+crop after padding 4, horizontal flip); crop, without the flip; none; auto: `default_augmentation` of the images."""
+
+
+def default_augmentation(image_shape) -> str:
+    """What ``augment="auto"`` means for images of ``image_shape`` (height, width, channels): "crop_flip" for colour
+    images (CIFAR-10 and other natural-image sets: the recipe of Cohen et al. 2019, App. B), "none" for
+    single-channel images (MNIST digits: a mirrored digit is another symbol or none, and 4-pixel shifts of a
+    28-pixel digit cut strokes; the usual MNIST training uses no augmentation)."""
+    return "none" if int(image_shape[-1]) == 1 else "crop_flip"
+
+
 def augment(image: tf.Tensor, label: tf.Tensor,
-            seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            seed: tf.Tensor, *, flip: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """Standard CIFAR training augmentation: random crop (pad 4) + horizontal flip.
 
     Pads the image with 4 zero pixels on every side, crops a random window of
@@ -1147,6 +1160,8 @@ def augment(image: tf.Tensor, label: tf.Tensor,
         label: Passed through unchanged.
         seed: int32/int64 tensor of shape ``[2]``; the same seed gives the same
             crop offset and flip decision.
+        flip: False: the crop alone (the crop offset is the one ``flip=True``
+            draws under the same seed).
 
     Returns:
         ``(augmented_image, label)``; augmented_image has the dtype and shape of
@@ -1172,6 +1187,8 @@ def augment(image: tf.Tensor, label: tf.Tensor,
     padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
     cropped = tf.image.stateless_random_crop(padded, size=image.shape.as_list(),
                                             seed=crop_seed)
+    if not flip:
+        return cropped, label
     return tf.image.stateless_random_flip_left_right(cropped, seed=flip_seed), label
 
 
@@ -1179,7 +1196,7 @@ _augment_example = augment  # `training_pipeline` has a bool argument named augm
 
 
 def training_pipeline(ds: tf.data.Dataset, batch_size: int, *, seed: int,
-                      augment: bool = True,
+                      augment=True,
                       shuffle_buffer: int = 50_000) -> tf.data.Dataset:
     """Shuffles, augments, batches and prefetches a training split.
 
@@ -1196,7 +1213,9 @@ def training_pipeline(ds: tf.data.Dataset, batch_size: int, *, seed: int,
         seed: Non-negative int fixing the shuffle order and the per-example
             augmentation seeds (two independent streams derived with
             ``np.random.SeedSequence``).
-        augment: Whether to apply ``augment`` (random crop + flip).
+        augment: One of ``AUGMENTATIONS``: "crop_flip" (or True) applies
+            ``augment`` (random crop + flip), "crop" the crop alone, "none" (or
+            False) nothing, "auto" ``default_augmentation`` of the images.
         shuffle_buffer: Shuffle buffer size, >= 1; 50,000 (default) shuffles
             the whole CIFAR-10 training set uniformly.
 
@@ -1206,8 +1225,12 @@ def training_pipeline(ds: tf.data.Dataset, batch_size: int, *, seed: int,
 
     Raises:
         ValueError: If ``batch_size``, ``seed`` or ``shuffle_buffer`` is out of
-            range, or ``ds`` is not an unbatched dataset of (image, label).
+            range, ``augment`` is not one of ``AUGMENTATIONS`` (or a bool), or
+            ``ds`` is not an unbatched dataset of (image, label).
     """
+    if augment is True or augment is False:
+        augment = "crop_flip" if augment else "none"
+    checks.check_choice(augment, "augment", AUGMENTATIONS)
     checks.check_count(batch_size, "batch_size")
     checks.check_count(seed, "seed", minimum=0)
     checks.check_count(shuffle_buffer, "shuffle_buffer")
@@ -1219,13 +1242,16 @@ def training_pipeline(ds: tf.data.Dataset, batch_size: int, *, seed: int,
     shuffle_seed, augment_seed = np.random.SeedSequence(int(seed)).generate_state(2)
     ds = ds.shuffle(shuffle_buffer, seed=int(shuffle_seed),
                     reshuffle_each_iteration=True)
-    if augment:
+    if augment == "auto":
+        augment = default_augmentation(spec[0].shape)
+    if augment != "none":
+        flip = augment == "crop_flip"
         # One independent [2] int64 seed per example; new stream every epoch.
         example_seeds = tf.data.Dataset.random(
             seed=int(augment_seed), rerandomize_each_iteration=True
         ).batch(2, drop_remainder=True)
         ds = tf.data.Dataset.zip(ds, example_seeds).map(
-            lambda example, s: _augment_example(*example, s),
+            lambda example, s: _augment_example(*example, s, flip=flip),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from typing import Any, Optional
 
 import keras
 import tensorflow as tf
 
-from tfsmooth import checks, data, files, models, registry, training
+from tfsmooth import checks, data, distribute, files, models, registry, training
 from tfsmooth.jobs.records import NOISE_SCHEME, check_model_fits_data
 from tfsmooth.jobs.samplewise import load_sigma_file
 from tfsmooth.jobs.self_training import parse_source, pseudo_labeled_data
@@ -65,6 +66,9 @@ class TrainConfig:
         sigma_file: sample-wise fine-tuning: an `.npz` of `tfsmooth.jobs.samplewise.assign_sigma` giving each
             training example its own noise level sigma_i (then `sigma` is only the validation level); not with
             self-training.
+        augment: the training images' augmentation, one of `tfsmooth.data.AUGMENTATIONS`: "auto" (default:
+            crop + flip for colour images, none for single-channel ones such as MNIST digits,
+            `tfsmooth.data.default_augmentation`), "crop_flip", "crop" or "none".
     """
 
     dataset: str = "cifar10"
@@ -88,6 +92,7 @@ class TrainConfig:
     self_training_weight: Optional[float] = None
     train_examples: int = 0
     sigma_file: Optional[str] = None
+    augment: str = "auto"
 
     def __post_init__(self):
         checks.check_sigma(self.sigma)
@@ -97,6 +102,7 @@ class TrainConfig:
         checks.check_count(self.val_examples, "val_examples", minimum=0)
         checks.check_seed(self.seed)
         checks.check_choice(self.arch, "arch", (*registry.ARCHITECTURES, registry.CUSTOM_ARCH))
+        checks.check_choice(self.augment, "augment", data.AUGMENTATIONS)
         if self.arch == registry.CUSTOM_ARCH and self.init_from is None:
             raise ValueError(f"arch={registry.CUSTOM_ARCH!r} means the architecture saved in init_from: give init_from "
                              "(a .keras file of your own model)")
@@ -114,7 +120,9 @@ class TrainConfig:
 
 
 class _EpochState(keras.callbacks.Callback):
-    """Adds the epoch's duration to the logs; after each epoch, saves the run's files (`_save_epoch`)."""
+    """Adds the epoch's duration to the logs; after each epoch, saves the run's files (`_save_epoch`) into
+    `outdir` (a non-chief worker of a multi-worker run saves into a scratch directory instead: saving reads
+    replicated variables, which every worker must do alike)."""
 
     def __init__(self, outdir: str):
         super().__init__()
@@ -122,12 +130,12 @@ class _EpochState(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.time()
-        self._start_steps = int(self.model.optimizer.iterations)
+        self._start_steps = int(self.model.optimizer.iterations.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.time() - self._start
-        steps_per_epoch = int(self.model.optimizer.iterations) - self._start_steps
+        steps_per_epoch = int(self.model.optimizer.iterations.numpy()) - self._start_steps
         _save_epoch(self.model, self.outdir, epoch + 1, steps_per_epoch)
 
 
@@ -182,7 +190,7 @@ def _read_train_state(outdir: str) -> Optional[dict]:
     return state
 
 
-def _resume(outdir: str, state: dict):
+def _resume(outdir: str, state: dict, *, save: bool = True):
     """(training model, epochs done) from the checkpoint of `outdir`.
 
     The checkpoint alone says how far training got: epochs done = its optimizer's step count over the
@@ -196,13 +204,13 @@ def _resume(outdir: str, state: dict):
         model = load_model(path)
     except Exception as err:  # Keras raises many types for a bad archive
         raise ValueError(f"cannot load the training checkpoint {path}: {err}") from None
-    steps = int(model.optimizer.iterations)
+    steps = int(model.optimizer.iterations.numpy())
     epochs_done, rest = divmod(steps, state["steps_per_epoch"])
     if rest or epochs_done not in (state["epochs_done"], state["epochs_done"] + 1):
         raise ValueError(f"{path} holds {steps} optimizer steps, which is not {state['epochs_done']} or one more "
                          f"epochs of {state['steps_per_epoch']} steps as {STATE_FILE} says: the files come from "
                          "different runs; use another --outdir")
-    if epochs_done != state["epochs_done"]:
+    if epochs_done != state["epochs_done"] and save:
         _save_epoch(model, outdir, epochs_done, state["steps_per_epoch"], checkpoint=False)
     return model, epochs_done
 
@@ -220,7 +228,8 @@ def epochs_done(outdir: str) -> int:
     return 0 if state is None else state["epochs_done"]
 
 
-def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool = False) -> keras.Model:
+def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool = False,
+          strategy: Optional[tf.distribute.Strategy] = None) -> keras.Model:
     """Trains a base classifier (Gaussian augmentation or SmoothAdv, `config.method`); resumes from `outdir`.
 
     Writes in `outdir`: `config.json`, `base_model.keras` (the base classifier, loadable with plain
@@ -237,13 +246,25 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
         outdir: the run directory.
         verbose: Keras' `fit` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         restart: delete the run's files in `outdir` (`RUN_FILES`) and start over instead of resuming.
+        strategy: the `tf.distribute` strategy to train under (default: the current one; `tfsmooth.distribute.
+            make_strategy` builds one by name). `config.batch` is the *global* batch, split among the replicas
+            (`tfsmooth.distribute.replica_batches`). Under `MultiWorkerMirroredStrategy` every worker calls
+            `train` with the same arguments and an `outdir` on a file system they share: all read it to resume,
+            only the chief (`tfsmooth.distribute.is_chief`) writes it. Under it and under `MirroredStrategy` the
+            steps run in `tfsmooth.distribute.fit` (Keras' `fit` does not run under the first), so one machine with
+            R devices and R machines with one device train on the same batches; otherwise Keras' `fit` runs.
 
     Raises:
         ValueError: if `outdir` holds a run with a different configuration (other than `epochs`),
             or a config.json, train_state.json or checkpoint that is damaged, from another run or
             written by an older tfsmooth; a refused run writes nothing.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
     config_path = os.path.join(outdir, CONFIG_FILE)
+    if restart and not chief:
+        raise ValueError("restart deletes the run's files: under a multi-worker strategy start the run over by "
+                         "deleting them before the workers start (only the chief writes the outdir)")
     if restart:
         _check_train_files(config)  # refuse a bad configuration before deleting anything
         for name in RUN_FILES:
@@ -260,17 +281,18 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
     _check_train_files(config)  # before anything is written (even outdir): a refused run leaves no trace
     info = data.dataset_info(config.dataset, config.data_dir)
     keras.utils.set_random_seed(config.seed)
-    model, epochs_done = _resume(outdir, state) if state is not None else (None, 0)
-    os.makedirs(outdir, exist_ok=True)
-    files.write_json(config_path, _config_record(config))
-
-    if model is None:
-        model = _training_model(config, _initial_base_model(config, info.num_classes, info))
-        model.compile(
-            optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+    with strategy.scope():
+        model, epochs_done = _resume(outdir, state, save=chief) if state is not None else (None, 0)
+        if model is None:
+            model = _training_model(config, _initial_base_model(config, info.num_classes, info))
+            model.compile(
+                optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+    if chief:
+        os.makedirs(outdir, exist_ok=True)
+        files.write_json(config_path, _config_record(config))
     if epochs_done >= config.epochs:
         return model.base_model
 
@@ -283,19 +305,17 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
     def schedule(epoch, lr):
         return config.lr * config.lr_gamma ** (epoch // config.lr_step)
 
-    model.fit(
-        train_ds,
-        epochs=config.epochs,
-        initial_epoch=epochs_done,
-        validation_data=val_ds,
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles, seeded
-        callbacks=[
-            keras.callbacks.LearningRateScheduler(schedule),
-            _EpochState(outdir),
-            keras.callbacks.CSVLogger(os.path.join(outdir, LOG_FILE), append=True),
-        ],
-    )
+    with tempfile.TemporaryDirectory(prefix="tfsmooth-worker-") as scratch:
+        callbacks = [keras.callbacks.LearningRateScheduler(schedule), _EpochState(outdir if chief else scratch)]
+        if chief:
+            callbacks.append(keras.callbacks.CSVLogger(os.path.join(outdir, LOG_FILE), append=True))
+        if distribute.uses_own_loop(strategy):
+            distribute.fit(model, strategy, train_ds, epochs=config.epochs, initial_epoch=epochs_done,
+                           validation_data=val_ds, verbose=verbose if chief else 0, callbacks=callbacks)
+        else:
+            model.fit(train_ds, epochs=config.epochs, initial_epoch=epochs_done, validation_data=val_ds,
+                      verbose=verbose, shuffle=False,  # the pipeline shuffles, seeded
+                      callbacks=callbacks)
     return model.base_model
 
 
@@ -436,15 +456,15 @@ def _training_data(config: TrainConfig, num_classes: int):
     if config.sigma_file is not None:  # sample-wise: the label slot carries (label, sigma_i) through the pipeline
         sigma = tf.data.Dataset.from_tensor_slices(_example_sigmas(config))
         batches = data.training_pipeline(tf.data.Dataset.zip((labeled, sigma)).map(lambda xy, s: (xy[0], (xy[1], s))),
-                                         config.batch, seed=config.seed)
+                                         config.batch, seed=config.seed, augment=config.augment)
         return batches.map(lambda x, label_sigma: ({training.IMAGES_KEY: x, training.SIGMA_KEY: label_sigma[1]},
                                                    label_sigma[0]))
     if config.unlabeled is None:
-        return data.training_pipeline(labeled, config.batch, seed=config.seed)
+        return data.training_pipeline(labeled, config.batch, seed=config.seed, augment=config.augment)
     # The label slot carries (label, weight) through the shared pipeline; weight 1 for real labels.
     mixed = labeled.map(lambda x, y: (x, (y, tf.constant(1.0)))).concatenate(
         pseudo_labeled_data(config.unlabeled, config.pseudo_labels, config.data_dir, num_classes).map(
             lambda x, y: (x, (y, tf.constant(config.self_training_weight)))))
-    batches = data.training_pipeline(mixed, config.batch, seed=config.seed,
+    batches = data.training_pipeline(mixed, config.batch, seed=config.seed, augment=config.augment,
                                      shuffle_buffer=max(1, int(mixed.cardinality())))
     return batches.map(lambda x, label_weight: (x, *label_weight))
