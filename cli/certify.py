@@ -130,7 +130,8 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
 @click.option("--sequential", is_flag=True, default=False,
               help="Sequential certification: decide only whether R >= each of --radii, drawing in looks "
                    "(100, 200, 400, ... up to --n-max) and stopping each image as soon as it is decided; sound at "
-                   "any stopping time (alpha split over the looks). Adds the column n_used.")
+                   "any stopping time (alpha split over the looks). Adds the column n_used. With --method "
+                   "t-certify (one --out) it decides T-CERTIFY's radius, the runner-up bounded at each look too.")
 @click.option("--radii", default="0.25,0.5,0.75,1.0", show_default=True, callback=_parse_radii, metavar="R1,R2,...",
               help="[--sequential] target l2 radii, increasing; the row's radius is the largest decided one.")
 @click.option("--n-max", type=COUNT, default=None, help="[--sequential] budget of estimation draws (default: --n).")

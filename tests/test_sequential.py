@@ -137,8 +137,90 @@ def test_certify_cli_sequential_writes_n_used_and_analyze_reports_draws(sample_m
     assert str(int(rows.n_used.sum())) in analyzed.output
     for extra, message in [(["--radii", "0.5,0.25"], "strictly increasing"), (["--n-max", "200", "--radii", "1.0"],
                                                                               "too small"),
-                           (["--method", "t-certify"], "does not combine")]:
+                           (["--method", "t-certify", "--alpha-split", "auto"], "not 'auto'"),
+                           (["--sigma-grid", "0.25,0.5"], "does not combine with a sigma_grid")]:
         bad = CliRunner().invoke(cli, [*args[:-2], *extra, "--out", str(tmp_path / "bad.tsv")])
         assert bad.exit_code != 0 and message in bad.output and "Traceback" not in bad.output, bad.output
     bad = CliRunner().invoke(cli, [*args[:-7], "--n-max", "100", "--out", str(tmp_path / "bad.tsv")])
     assert bad.exit_code != 0 and "--n-max is the budget of --sequential" in bad.output
+    t_out = tmp_path / "seq_t.tsv"
+    done = CliRunner().invoke(cli, [*args[:-2], "--method", "t-certify", "--out", str(t_out)])
+    assert done.exit_code == 0, done.output
+    t_rows = results.read_results(t_out)
+    assert len(t_rows) == 5 and set(t_rows.radius.tolist()) <= {0.0, 0.25, 0.5}
+    t_record = json.loads(open(str(t_out) + ".json").read())
+    assert t_record["method"] == "t-certify" and t_record["alpha_split"] == 0.5 and t_record["radii"] == [0.25, 0.5]
+
+
+# --------------------------------------------------------------------------------- the T-CERTIFY analogue
+K = 10
+
+
+def _probs(p_a, p_b):
+    """Class probabilities: c_A = 0 with p_a, the runner-up 1 with p_b, the rest spread evenly (each below p_b)."""
+    rest = (1.0 - p_a - p_b) / (K - 2)
+    assert 0 <= rest < p_b
+    return [p_a, p_b] + [rest] * (K - 2)
+
+
+def _t_radius(p_a, p_b):
+    return SIGMA / 2 * (scipy_stats.norm.ppf(p_a) - scipy_stats.norm.ppf(p_b))
+
+
+@pytest.mark.parametrize("target, p_a, p_b", [(0, 0.8, 0.1263), (1, 0.95, 0.0098)])
+def test_t_certify_error_is_at_most_alpha_at_any_stopping_time_just_below_a_target(target, p_a, p_b):
+    # True T-CERTIFY radius just below r_k: deciding r_k is an error. 1,500 seeded trials at alpha = 0.05 (split
+    # 0.5): errors are stochastically below Binomial(1500, 0.05) by the union bound over both bounds and all looks.
+    assert RADII[target] - 0.01 < _t_radius(p_a, p_b) < RADII[target]
+    alpha, trials = 0.05, 1500
+    decided, used = sequential.simulate(None, SIGMA, RADII, alpha, trials, n_max=12_800, seed=20 + target,
+                                        probs=_probs(p_a, p_b), method="t-certify")
+    errors = int(np.sum(decided > target))
+    assert errors <= scipy_stats.binom.ppf(0.999, trials, alpha), errors
+    assert errors > 0 or target == 1  # near the boundary the test does decide wrongly now and then (not vacuous)
+    assert np.all(used <= 12_800)
+
+
+def test_t_certify_decides_radii_certify_cannot_when_the_runner_up_is_small():
+    # p_A = 0.8, p_B = 0.03: CERTIFY's radius 0.25 * Phi^-1(0.8) = 0.21 < 0.25; T-CERTIFY's 0.34 >= 0.25.
+    probs = _probs(0.8, 0.03)
+    t_decided, t_used = sequential.simulate(None, SIGMA, RADII, 0.001, 100, n_max=100_000, seed=3, probs=probs,
+                                            method="t-certify")
+    c_decided, c_used = sequential.simulate(0.8, SIGMA, RADII, 0.001, 100, n_max=100_000, seed=3)
+    assert np.all(c_decided == 0) and np.median(c_used) < 100_000  # CERTIFY: never, and stopped by futility
+    assert np.mean(t_decided == 1) > 0.95 and np.median(t_used) < 100_000  # r_1 decided early, r_2 out of reach
+
+
+def test_t_certify_with_two_classes_is_certify_at_alpha_a():
+    # With two classes the runner-up count is n - k: at split 1/2, U_l = 1 - L_l, and the T-CERTIFY radius is
+    # CERTIFY's at alpha / 2 -- the same decisions, draws and futility stops, image for image.
+    base, _ = _linear(0.0)
+    smoothed = SmoothedClassifier(base, 2, SIGMA, noise_block=100)
+    images = [_linear(m)[1] for m in (0.6, 0.3, 0.2, 0.05, -0.4)]
+    keys = [1, 2, 3, 4, 5]
+    t = list(smoothed.iter_certify_sequential(zip(keys, images), n0=100, n_max=6_400, alpha=0.02, radii=RADII,
+                                              seed=2, method="t-certify"))
+    c = list(smoothed.iter_certify_sequential(zip(keys, images), n0=100, n_max=6_400, alpha=0.01, radii=RADII, seed=2))
+    for (_, a), (_, b) in zip(t, c):
+        assert (a.label, a.radius, a.n_used) == (b.label, b.radius, b.n_used)
+        assert a.method == "t-certify" and b.method == "cohen"
+        assert a.p_a_lower == pytest.approx(b.p_a_lower) and a.p_b_upper == pytest.approx(1 - a.p_a_lower)
+    assert {answer.radius for _, answer in t} >= {0.5, 0.0}  # both ends reached: not a vacuous comparison
+
+
+def test_t_certify_bad_arguments():
+    for kwargs, message in [(dict(alpha_split="auto"), "not 'auto'|fixed alpha_split"),
+                            (dict(alpha_split=1.0), "alpha_split must be a number in \\(0, 1\\)"), (dict(alpha_split=0.0), "alpha_split"),
+                            (dict(method="bonferroni"), "method must be one of")]:
+        args = {"sigma": SIGMA, "radii": RADII, "alpha": 0.001, "n_first": 100, "n_max": 10_000,
+                "method": "t-certify", **kwargs}
+        with pytest.raises(ValueError, match=message):
+            sequential.SequentialTest(**args)
+    test = sequential.SequentialTest(SIGMA, RADII, 0.001, 100, 10_000, method="t-certify")
+    with pytest.raises(ValueError, match="needs count_b"):
+        test.update(90)
+    with pytest.raises(ValueError, match="needs count_b"):
+        test.update(90, 20)  # more than the 10 draws left
+    # T-CERTIFY spends half of alpha on p_A: its smallest budget is at least CERTIFY's.
+    assert (sequential.min_n_max(0.001, (0.75,), SIGMA, method="t-certify")
+            >= sequential.min_n_max(0.001, (0.75,), SIGMA))

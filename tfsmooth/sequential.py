@@ -27,12 +27,28 @@ Reusing a fixed-n bound at level alpha at every look is not valid: its error gro
 Stopping (any rule keeps the guarantee; this one saves draws): after look l, stop if the largest target is decided,
 or if CP_upper(k_l, n_l, alpha / L) < q_{k+1} for the next undecided target (it cannot be reached with the
 confidence the test keeps), or at n_max.
+
+T-CERTIFY analogue (`method="t-certify"`; Feng et al. 2020's radius sigma / 2 * (Phi^-1(p_A) - Phi^-1(p_B)),
+`tfsmooth.stats.decide_certificate`): alpha is split into alpha_A = split * alpha and alpha_B = alpha - alpha_A, and
+each look spends alpha_A / L on L_l = CP_lower(k_l, n_l, alpha_A / L) and alpha_B / L on
+U_l = CP_upper(b_l, n_l, alpha_B / L), b_l the count of the runner-up among the first n_l draws (the largest count
+of a class other than c_A at that look; it may change from look to look). With c* the true runner-up, b_l >= the
+count of c*, and U is non-decreasing in the count, so U_l >= U(count of c*) at every look; the union bound over the
+L looks of both bounds gives
+
+    P(p_A < L_l for some l, or p_B > U_l for some l) <= alpha_A + alpha_B = alpha.
+
+On the complement, p_A >= max_l L_l and p_B <= min(min_l U_l, 1 - max_l L_l) = p_b_upper (the cap as in T-CERTIFY),
+so Theorem 1 of Cohen et al. certifies sigma / 2 * (Phi^-1(max_l L_l) - Phi^-1(p_b_upper)), which never decreases from
+look to look: r_k is decided once it is <= that radius, and the answer is sound at whatever look the test stops.
+Futility (optional, with the number of classes K): p_B >= (1 - p_A) / (K - 1) and p_A <= CP_upper(k_l, n_l,
+alpha_A / L) bound the radius any further look could reach; the test stops when that bound is below the next target.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -72,14 +88,47 @@ def look_schedule(n_first: int, n_max: int, noise_block: int = 100) -> Tuple[int
     return tuple(looks + [n_max])
 
 
-def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block: int = 100) -> int:
+METHODS = ("cohen", "t-certify")
+"""The radius a sequential test decides: CERTIFY's (p_B = 1 - p_A) or T-CERTIFY's (p_B bounded on its own)."""
+
+
+def _check_method(method, alpha_split):
+    checks.check_choice(method, "method", METHODS)
+    if method == "cohen":
+        return 1.0
+    if isinstance(alpha_split, str):
+        raise ValueError(f"sequential T-CERTIFY takes a fixed alpha_split in (0, 1), got {alpha_split!r} ('auto' "
+                         "chooses it on fixed-n counts)")
+    return checks.check_real(alpha_split, "alpha_split", 0.0, inclusive=False, maximum=1.0)  # 1 is "cohen"
+
+
+def _t_radius(sigma: float, p_a_lower: float, p_b_upper: float) -> float:
+    """sigma / 2 * (Phi^-1(p_a_lower) - Phi^-1(p_b_upper)) when p_a_lower > p_b_upper, else -inf."""
+    if p_a_lower <= p_b_upper:
+        return -np.inf
+    return 0.5 * sigma * float(scipy_stats.norm.ppf(p_a_lower) - scipy_stats.norm.ppf(p_b_upper))
+
+
+def _unanimous_radius(n_max: int, looks: int, alpha: float, sigma: float, split: float) -> float:
+    """The radius a unanimous vote of n_max draws decides at the last of `looks` looks."""
+    lower = stats.clopper_pearson_lower(n_max, n_max, alpha * split / looks)
+    if split >= 1.0:
+        return sigma * float(scipy_stats.norm.ppf(lower)) if lower > 0.5 else -np.inf
+    upper = min(stats.clopper_pearson_upper(0, n_max, alpha * (1.0 - split) / looks), 1.0 - lower)
+    return _t_radius(sigma, lower, upper)
+
+
+def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block: int = 100,
+              method: str = "cohen", alpha_split: float = 0.5) -> int:
     """The smallest n_max with which a unanimous vote decides the first target r_1 (smaller: nothing can ever be
     certified beyond radius 0 -- refused by `SequentialTest`)."""
-    q = scipy_stats.norm.cdf(check_radii(radii)[0] / checks.check_sigma(sigma))
+    r_1 = check_radii(radii)[0]
+    sigma = checks.check_sigma(sigma)
+    split = _check_method(method, alpha_split)
     n_max = n_first
     while True:
         looks = look_schedule(n_first, n_max, noise_block)
-        if stats.clopper_pearson_lower(n_max, n_max, alpha / len(looks)) >= q:
+        if _unanimous_radius(n_max, len(looks), alpha, sigma, split) >= r_1:
             return n_max
         n_max *= 2
 
@@ -94,6 +143,9 @@ class SequentialTest:
         alpha: total failure probability in (0, 1), spent as alpha / L on each of the L looks.
         n_first, n_max: the first look and the budget (`look_schedule`).
         noise_block: draws per block; looks are multiples of it.
+        method: "cohen" (CERTIFY's radius) or "t-certify" (the runner-up bounded too; module docstring).
+        alpha_split: "t-certify": the fraction of alpha spent on p_A, in (0, 1) (default 0.5).
+        num_classes: "t-certify": K, for the futility stop (None: stop only when decided or at n_max).
 
     Raises:
         ValueError: bad arguments, or an n_max too small to ever decide r_1 (`min_n_max`).
@@ -105,20 +157,29 @@ class SequentialTest:
     n_first: int
     n_max: int
     noise_block: int = 100
+    method: str = "cohen"
+    alpha_split: float = 0.5
+    num_classes: Optional[int] = None
 
     def __post_init__(self):
         self.sigma = checks.check_sigma(self.sigma)
         self.radii = check_radii(self.radii)
         self.alpha = checks.check_alpha(self.alpha)
+        self.split = _check_method(self.method, self.alpha_split)
+        if self.num_classes is not None:
+            self.num_classes = checks.check_count(self.num_classes, "num_classes", minimum=2)
         self.looks = look_schedule(self.n_first, self.n_max, self.noise_block)
-        self.alpha_look = self.alpha / len(self.looks)
+        self.alpha_look = self.alpha * self.split / len(self.looks)  # spent on p_A at each look
+        self.alpha_look_b = self.alpha * (1.0 - self.split) / len(self.looks)  # on p_B ("t-certify")
         self.thresholds = scipy_stats.norm.cdf(np.asarray(self.radii) / self.sigma)  # q_k
-        if stats.clopper_pearson_lower(self.n_max, self.n_max, self.alpha_look) < self.thresholds[0]:
+        if _unanimous_radius(self.n_max, len(self.looks), self.alpha, self.sigma, self.split) < self.radii[0]:
+            minimum = min_n_max(self.alpha, self.radii, self.sigma, self.n_first, self.noise_block, self.method,
+                                self.alpha_split)
             raise ValueError(f"n_max={self.n_max} is too small to ever certify radius {self.radii[0]} at alpha="
-                             f"{self.alpha} over {len(self.looks)} looks: use n_max >= "
-                             f"{min_n_max(self.alpha, self.radii, self.sigma, self.n_first, self.noise_block)}")
+                             f"{self.alpha} over {len(self.looks)} looks: use n_max >= {minimum}")
         self.look = 0  # looks done
         self.best_lower = 0.0  # max over looks of L_l
+        self.best_upper_b = 1.0  # min over looks of U_l ("t-certify")
         self.decided = 0  # number of targets decided (r_1 .. r_decided certified)
         self.stopped = False
 
@@ -127,8 +188,9 @@ class SequentialTest:
         """Draws the next look needs in total (the current look's n)."""
         return self.looks[self.look]
 
-    def update(self, count_a: int) -> bool:
-        """Records look `self.look` (count_a of the top class among its `next_n` draws); returns whether to stop."""
+    def update(self, count_a: int, count_b: Optional[int] = None) -> bool:
+        """Records look `self.look` -- count_a of the top class c_A among its `next_n` draws and, for "t-certify",
+        count_b, the largest count of another class among them -- and returns whether to stop."""
         if self.stopped:
             raise ValueError("the test has stopped: no more looks")
         n = self.looks[self.look]
@@ -137,12 +199,40 @@ class SequentialTest:
             raise ValueError(f"count_a must be in [0, {n}], got {count_a}")
         lower = stats.clopper_pearson_lower(count_a, n, self.alpha_look)
         self.best_lower = max(self.best_lower, lower)
-        self.decided = int(np.sum(self.thresholds <= self.best_lower))
+        if self.method == "cohen":
+            self.decided = int(np.sum(self.thresholds <= self.best_lower))
+        else:
+            if count_b is None or not 0 <= int(count_b) <= n - count_a:
+                raise ValueError(f"t-certify needs count_b, the runner-up's count, in [0, {n - count_a}], got "
+                                 f"{count_b!r}")
+            self.best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(int(count_b), n, self.alpha_look_b))
+            self.decided = int(np.sum(np.asarray(self.radii) <= self.t_radius))
         self.look += 1
-        futile = (self.decided < len(self.radii)
-                  and stats.clopper_pearson_upper(count_a, n, self.alpha_look) < self.thresholds[self.decided])
-        self.stopped = self.decided == len(self.radii) or futile or self.look == len(self.looks)
+        self.stopped = self.decided == len(self.radii) or self._futile(count_a, n) or self.look == len(self.looks)
         return self.stopped
+
+    def _futile(self, count_a: int, n: int) -> bool:
+        """Whether the next undecided target is out of reach of any further look (module docstring)."""
+        if self.decided == len(self.radii):
+            return False
+        upper_a = stats.clopper_pearson_upper(count_a, n, self.alpha_look)
+        if self.method == "cohen":
+            return upper_a < self.thresholds[self.decided]
+        if self.num_classes is None or upper_a >= 1.0:
+            return False
+        least_b = (1.0 - upper_a) / (self.num_classes - 1)
+        return _t_radius(self.sigma, upper_a, least_b) < self.radii[self.decided]
+
+    @property
+    def p_b_upper(self) -> float:
+        """The bound on the runner-up's probability the radius uses: 1 - max_l L_l ("cohen"), or
+        min(min_l U_l, 1 - max_l L_l) ("t-certify")."""
+        return min(self.best_upper_b, 1.0 - self.best_lower)
+
+    @property
+    def t_radius(self) -> float:
+        """sigma / 2 * (Phi^-1(max_l L_l) - Phi^-1(p_b_upper)), -inf while p_a_lower <= p_b_upper."""
+        return _t_radius(self.sigma, self.best_lower, self.p_b_upper)
 
     @property
     def radius(self) -> float:
@@ -151,8 +241,9 @@ class SequentialTest:
 
     @property
     def certifies(self) -> bool:
-        """Whether some look's lower bound exceeds 1/2: g predicts c_A at x (radius >= 0)."""
-        return self.best_lower > 0.5
+        """Whether g predicts c_A at x (radius >= 0): some look's lower bound exceeds 1/2 ("cohen"), or
+        max_l L_l > p_b_upper ("t-certify")."""
+        return self.best_lower > self.p_b_upper
 
     @property
     def n_used(self) -> int:
@@ -162,8 +253,10 @@ class SequentialTest:
 
 
 def simulate(p_a: float, sigma: float, radii, alpha: float, trials: int, n_first: int = 100, n_max: int = 100_000,
-             seed: int = 0, alpha_per_look=None):
-    """The test on simulated counts: a base classifier whose top class has probability `p_a` (binomial draws).
+             seed: int = 0, alpha_per_look=None, probs=None, method: str = "cohen", alpha_split: float = 0.5):
+    """The test on simulated counts: a base classifier whose top class has probability `p_a` (binomial draws), or,
+    with `probs` (class probabilities, class 0 being c_A; then `p_a` is ignored), multinomial draws whose runner-up
+    count feeds "t-certify".
 
     For studying the error rate and the draws of the procedure without a model (`tests/test_sequential.py`,
     `benchmarks/sequential/simulate_error.py`). `alpha_per_look` overrides alpha / L (e.g. alpha itself: the
@@ -174,15 +267,24 @@ def simulate(p_a: float, sigma: float, radii, alpha: float, trials: int, n_first
     """
     rng = np.random.default_rng(checks.check_seed(seed))
     looks = look_schedule(n_first, n_max)
-    counts = np.cumsum(rng.binomial(np.diff((0,) + looks), p_a, size=(checks.check_count(trials, "trials"),
-                                                                         len(looks))), axis=1)
+    trials = checks.check_count(trials, "trials")
+    steps = np.diff((0,) + looks)
+    if probs is None:
+        counts = np.cumsum(rng.binomial(steps, p_a, size=(trials, len(looks))), axis=1)[..., None]
+        num_classes = 2
+    else:
+        probs = np.asarray(probs, np.float64)
+        counts = np.cumsum(np.stack([rng.multinomial(step, probs, size=trials) for step in steps], axis=1), axis=1)
+        num_classes = len(probs)
     decided, used = [], []
     for row in counts:
-        test = SequentialTest(sigma, radii, alpha, n_first, n_max)
+        test = SequentialTest(sigma, radii, alpha, n_first, n_max, method=method, alpha_split=alpha_split,
+                              num_classes=num_classes)
         if alpha_per_look is not None:
             test.alpha_look = checks.check_alpha(alpha_per_look)
-        for count in row:
-            if test.update(count):
+        for look in row:
+            count_b = None if probs is None else int(look[1:].max())
+            if test.update(int(look[0]), count_b):
                 break
         decided.append(test.decided)
         used.append(test.n_used)

@@ -99,6 +99,9 @@ class SequentialCertificate:
         selection_counts: int64 [num_classes], counts of the n0 selection draws.
         seconds: this input's share of the forward passes' time.
         seed: the seed of the noise.
+        p_b_upper: the runner-up bound the radius used: 1 - p_a_lower (CERTIFY), or T-CERTIFY's
+            min(min over looks of U_l, 1 - p_a_lower).
+        method: "cohen" or "t-certify" (`tfsmooth.sequential.METHODS`).
     """
 
     label: int
@@ -109,6 +112,8 @@ class SequentialCertificate:
     selection_counts: np.ndarray
     seconds: float = 0.0
     seed: Optional[int] = None
+    p_b_upper: Optional[float] = None
+    method: str = "cohen"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,14 +305,16 @@ class SmoothedClassifier:
     # ------------------------------------------------------------------------- sequential CERTIFY
     def certify_sequential(self, x, n0: int = 100, n_max: int = 100_000, alpha: float = 0.001,
                            batch_size: Optional[int] = None, radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
-                           seed: Optional[int] = None, n_first: int = 100) -> SequentialCertificate:
+                           seed: Optional[int] = None, n_first: int = 100, method: str = "cohen",
+                           alpha_split: float = 0.5) -> SequentialCertificate:
         """Sequential certification of one input at target radii (`tfsmooth.sequential`).
 
         With probability at least 1 - alpha over the noise -- at whatever look the test stops -- if the returned
         label is not ABSTAIN, the smoothed classifier g predicts it at x and everywhere in the l2 ball of the
         returned radius (one of `radii`, or 0). c_A is chosen on n0 selection draws; the estimation draws come in
         looks n_first, 2 n_first, ..., n_max, each bounded at alpha / L (L looks), and stop as soon as the largest
-        target is decided or the next one is out of reach.
+        target is decided or the next one is out of reach. method="t-certify" decides T-CERTIFY's radius instead
+        (Feng et al. 2020; the runner-up bounded too, alpha_split * alpha on p_A, the rest on p_B).
 
         Args:
             x: float32 [H, W, C] in [0, 1].
@@ -317,6 +324,8 @@ class SmoothedClassifier:
             batch_size, seed: as `certify`.
             radii: target radii, strictly increasing, > 0 (l2, [0, 1] pixels).
             n_first: the first look, a multiple of `noise_block`.
+            method, alpha_split: "cohen" (CERTIFY's radius) or "t-certify" with the fraction of alpha on p_A in
+                (0, 1).
 
         Returns:
             A `SequentialCertificate`.
@@ -325,12 +334,13 @@ class SmoothedClassifier:
             ValueError: on a bad argument (see `iter_certify_sequential`).
         """
         return next(self.iter_certify_sequential([(0, _as_batch(x, "x")[0])], n0, n_max, alpha, batch_size, radii,
-                                                 seed, n_first))[1]
+                                                 seed, n_first, method=method, alpha_split=alpha_split))[1]
 
     def iter_certify_sequential(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100,
                                 n_max: int = 100_000, alpha: float = 0.001, batch_size: Optional[int] = None,
                                 radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: Optional[int] = None,
-                                n_first: int = 100, group: int = 64) -> Iterator[Tuple[int, SequentialCertificate]]:
+                                n_first: int = 100, group: int = 64, method: str = "cohen",
+                                alpha_split: float = 0.5) -> Iterator[Tuple[int, SequentialCertificate]]:
         """Streams sequential certification over (key, image) pairs; yields (key, `SequentialCertificate`) in order.
 
         Images are taken `group` at a time and advance look by look together: each round counts the next look's
@@ -345,12 +355,15 @@ class SmoothedClassifier:
         alpha = stats.check_alpha(alpha)
         n0 = self._check_draws(stats.check_count(n0, "n0"), "n0")
         n_max = self._check_draws(stats.check_count(n_max, "n_max"), "n_max")
-        sequential.SequentialTest(self.sigma, radii, alpha, n_first, n_max, self.noise_block)  # validates, early
+        sequential.SequentialTest(self.sigma, radii, alpha, n_first, n_max, self.noise_block, method, alpha_split,
+                                  self.num_classes)  # validates, early
         group = stats.check_count(group, "group")
         return self._sequential_stream(examples, n0, n_max, alpha, self._batch_size(batch_size),
-                                       sequential.check_radii(radii), _resolve_seed(seed), n_first, group)
+                                       sequential.check_radii(radii), _resolve_seed(seed), n_first, group, method,
+                                       alpha_split)
 
-    def _sequential_stream(self, examples, n0, n_max, alpha, batch_size, radii, seed, n_first, group):
+    def _sequential_stream(self, examples, n0, n_max, alpha, batch_size, radii, seed, n_first, group, method,
+                           alpha_split):
         """The generator behind `iter_certify_sequential`, on validated arguments."""
         examples = iter(_keyed_examples(examples))
         while True:
@@ -359,7 +372,8 @@ class SmoothedClassifier:
                 return
             # Targets are decided for the smoothing the draws perform: sigma rounded to float32 (as `recertify`).
             tests = [sequential.SequentialTest(float(np.float32(self.sigma)), radii, alpha, n_first, n_max,
-                                               self.noise_block) for _ in chunk]
+                                               self.noise_block, method, alpha_split, self.num_classes)
+                     for _ in chunk]
             counts = [np.zeros(self.num_classes, np.int64) for _ in chunk]
             selection = [None] * len(chunk)
             seconds = [0.0] * len(chunk)
@@ -376,13 +390,15 @@ class SmoothedClassifier:
                         selection[i] = found[noise.STREAM_SELECTION]
                     counts[i] = counts[i] + found[noise.STREAM_ESTIMATION]
                     seconds[i] += spent
-                    tests[i].update(counts[i][int(np.argmax(selection[i]))])
+                    c_a = int(np.argmax(selection[i]))
+                    tests[i].update(counts[i][c_a], int(np.max(np.delete(counts[i], c_a))))
                 active = [i for i in active if not tests[i].stopped]
             for i, (key, _) in enumerate(chunk):
                 test = tests[i]
                 label = int(np.argmax(selection[i])) if test.certifies else ABSTAIN
                 yield key, SequentialCertificate(label, test.radius if test.certifies else 0.0, float(test.best_lower),
-                                                 test.n_used, counts[i], selection[i], seconds[i], seed)
+                                                 test.n_used, counts[i], selection[i], seconds[i], seed,
+                                                 float(test.p_b_upper), method)
 
     # ----------------------------------------------------------------------------------- PREDICT
     def predict(self, x, n: int = 1000, alpha: float = 0.001, batch_size: Optional[int] = None,

@@ -109,9 +109,11 @@ class CertifyConfig:
         checks.check_choice(self.allocation, "allocation", samplewise.ALLOCATIONS)
         if self.radii is not None:
             object.__setattr__(self, "radii", sequential.check_radii(self.radii))
-            if self.method != "cohen" or self.sigma_grid is not None:
-                raise ValueError("sequential certification (radii) decides CERTIFY's targets at one sigma: it does "
-                                 f"not combine with method={self.method!r} or a sigma_grid")
+            if self.sigma_grid is not None:
+                raise ValueError("sequential certification (radii) decides its targets at one sigma: it does not "
+                                 "combine with a sigma_grid")
+            if self.method == "t-certify" and self.alpha_split == registry.ALPHA_SPLIT_AUTO:
+                raise ValueError("sequential T-CERTIFY takes a fixed alpha_split in (0, 1), not 'auto'")
             sequential.look_schedule(self.n_first, self.n)  # n_first a multiple of the noise block, <= n
 
     def run_record(self, kind: str) -> dict:
@@ -138,7 +140,8 @@ class CertifyConfig:
         if kind == "predict":
             return stats.min_n_to_predict(self.alpha)
         if self.radii is not None:
-            return sequential.min_n_max(self.alpha, self.radii, float(np.float32(self.sigma)), self.n_first)
+            return sequential.min_n_max(self.alpha, self.radii, float(np.float32(self.sigma)), self.n_first,
+                                        method=self.method, alpha_split=self.alpha_split)
         if self.method == "cohen":
             return stats.min_n_to_certify(self.alpha)
         return stats.min_n_to_t_certify(self.alpha, self.alpha_split)
@@ -208,7 +211,7 @@ def _run(config, out, on_row, kind, restart, also=()):
             raise ValueError("sequential certification writes one file: `also` does not apply")
         columns = results.SEQUENTIAL_COLUMNS
         run = functools.partial(_sequential_answers, smoothed, n0=config.n0, radii=config.radii,
-                                n_first=config.n_first)
+                                n_first=config.n_first, method=config.method, alpha_split=config.alpha_split)
     elif kind == "certify":
         columns = results.CERTIFY_COLUMNS
         run = functools.partial(smoothed.iter_certify, n0=config.n0, method=config.method,
@@ -222,10 +225,11 @@ def _run(config, out, on_row, kind, restart, also=()):
     return evaluate(config, columns, record, answers, out, on_row, restart=restart, also=extra)
 
 
-def _sequential_answers(smoothed, examples, *, n0, n, alpha, batch_size, seed, radii, n_first):
+def _sequential_answers(smoothed, examples, *, n0, n, alpha, batch_size, seed, radii, n_first, method, alpha_split):
     """`iter_certify_sequential` with `n` as the budget n_max (the signature `evaluate` calls)."""
     return smoothed.iter_certify_sequential(examples, n0=n0, n_max=n, alpha=alpha, batch_size=batch_size,
-                                            radii=radii, seed=seed, n_first=n_first)
+                                            radii=radii, seed=seed, n_first=n_first, method=method,
+                                            alpha_split=alpha_split)
 
 
 def _record_for(record, config):
