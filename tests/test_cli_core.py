@@ -393,8 +393,31 @@ def test_train_bad_arguments_fail_cleanly(tmp_path, change, message):
     assert not outdir.exists()  # no partial output: not even an empty directory
 
 
+def test_train_cli_choices_are_the_librarys():
+    from tfsmooth import distribute
+    from tfsmooth.cli.train import train
+
+    options = {option.name: option for option in train.params}
+    assert tuple(options["augment"].type.choices) == data.AUGMENTATIONS
+    assert tuple(options["strategy"].type.choices) == distribute.STRATEGIES
+
+
+def test_train_resumes_a_run_recorded_before_the_augment_option(trained_run, tmp_path):
+    # config.json without "augment" (written before the option): those runs applied crop + flip, which is what
+    # "auto" means for the sample's colour images, so the run resumes.
+    outdir = _copy_run(trained_run, tmp_path)
+    config = json.loads((outdir / "config.json").read_text())
+    del config["augment"]
+    (outdir / "config.json").write_text(json.dumps(config))
+    result = _invoke(*TRAIN, "--epochs", "2", "--outdir", outdir)
+    assert result.exit_code == 0, result.output
+    assert _train_state(outdir)["epochs_done"] == 2
+    _assert_fails_cleanly([*TRAIN, "--epochs", "3", "--augment", "none", "--outdir", outdir], "augment: 'crop_flip'")
+
+
 def test_train_records_the_augmentation_and_multi_worker_needs_tf_config(trained_run, tmp_path, monkeypatch):
-    assert json.loads((trained_run / "config.json").read_text())["augment"] == "auto"
+    # "auto" is recorded as what it means for the sample's colour images: the CIFAR recipe.
+    assert json.loads((trained_run / "config.json").read_text())["augment"] == "crop_flip"
     with pytest.raises(ValueError, match="augment must be one of auto, crop_flip, crop, none"):
         jobs.TrainConfig(dataset="cifar10_sample", arch="small_cnn", augment="flip")
     monkeypatch.delenv("TF_CONFIG", raising=False)

@@ -88,6 +88,7 @@ def _fit_loop(model, strategy, x, y):
 def _replicated(path):
     """Runs in a fresh process: draws and one fit step of every method on 2 replicas (Keras' `fit` and tfsmooth's
     loop); saves them to `path`."""
+    import keras
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -121,6 +122,22 @@ def _replicated(path):
         out[f"{name}_loop_step"] = int(model.train_noise_step.numpy())
         for i, weight in enumerate(model.base_model.get_weights()):
             out[f"{name}_loop_weight_{i}"] = weight
+    # replica_batches: 7 examples in batches of 3 -> slices [0:1] [1:3], [3:4] [4:6]; the last batch (1 < 2 replicas)
+    # is left out.
+    from tfsmooth import distribute, training
+
+    numbers = tf.data.Dataset.range(7).batch(3)
+    out["slices"] = np.array([[list(t.numpy()) + [-1] * (2 - len(t)) for t in strategy.experimental_local_results(b)]
+                              for b in distribute.replica_batches(strategy, numbers)])
+    # SmoothAdv's epsilon warm-up under the own loop: epsilon / 2 in epoch 0, epsilon in epoch 1.
+    with strategy.scope():
+        warm = training.SmoothAdvModel(_base(), SIGMA, attack="pgd", epsilon=0.5, num_steps=1, num_noise_vec=1,
+                                       warmup_epochs=2, seed=SEED)
+        warm.compile(optimizer=keras.optimizers.SGD(LR),
+                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = distribute.fit(warm, strategy, tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH),
+                             epochs=2, verbose=0)
+    out["warmup_epsilon"] = np.array(history.history["epsilon"])
     for method in REGULARIZED:  # Keras' fit on the same two replicas
         with strategy.scope():
             model = _regularized(method)
@@ -213,6 +230,14 @@ def test_a_two_replica_step_is_the_single_device_step_on_the_global_batch(replic
     for i, (weight, gradient) in enumerate(zip(_initial_weights(), gradients)):
         np.testing.assert_allclose(replicated[f"{method}_loop_weight_{i}"], weight - LR * gradient.numpy(), atol=1e-6)
     assert int(replicated[f"{method}_loop_step"]) == 1
+
+
+def test_replica_batches_slice_each_global_batch_in_order_and_leave_out_a_batch_smaller_than_the_replicas(replicated):
+    np.testing.assert_array_equal(replicated["slices"], [[[0, -1], [1, 2]], [[3, -1], [4, 5]]])
+
+
+def test_the_own_loop_warms_smoothadvs_epsilon_up_epoch_by_epoch(replicated):
+    np.testing.assert_allclose(replicated["warmup_epsilon"], [0.25, 0.5])
 
 
 @pytest.mark.parametrize("method", REGULARIZED)

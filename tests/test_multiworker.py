@@ -9,6 +9,7 @@ only the chief writes the run's files; a rerun with more epochs resumes from the
 The processes are started and stopped by the test, each bounded in time.
 """
 
+import csv
 import json
 import os
 import socket
@@ -42,9 +43,22 @@ def _worker(mode, outdir, result, epochs):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     else:
         strategy = distribute.make_strategy("multi-worker")
+    writes = []
+    if not distribute.is_chief(strategy):  # record every file a non-chief writes into the shared outdir
+        from tfsmooth import files
+
+        for name in ("atomic_write", "write_json"):
+            original = getattr(files, name)
+
+            def recording(path, *args, _original=original, **kwargs):
+                if os.path.abspath(str(path)).startswith(os.path.abspath(outdir)):
+                    writes.append(str(path))
+                return _original(path, *args, **kwargs)
+
+            setattr(files, name, recording)
     base = jobs.train.train(_config(epochs), outdir, verbose=0, strategy=strategy)
     np.savez(result, replicas=strategy.num_replicas_in_sync, chief=distribute.is_chief(strategy),
-             **{f"weight_{i}": w for i, w in enumerate(base.get_weights())})
+             foreign_writes=len(writes), **{f"weight_{i}": w for i, w in enumerate(base.get_weights())})
 
 
 def _free_ports(count):
@@ -105,8 +119,10 @@ def runs(tmp_path_factory):
         log_after_two = f.read().splitlines()
     _finish([_start("mirrored", root / "mirrored", root / "m.npz", 2)])
     resumed = _two_workers(shared, [root / "r0.npz", root / "r1.npz"], epochs=3)
+    with open(root / "mirrored" / "log.csv") as f:
+        mirrored_log = f.read().splitlines()
     return dict(workers=workers, mirrored=dict(np.load(root / "m.npz")), shared=shared, log_after_two=log_after_two,
-                resumed=resumed)
+                resumed=resumed, mirrored_log=mirrored_log)
 
 
 def _weights(result):
@@ -133,7 +149,18 @@ def test_two_workers_equal_one_process_on_two_replicas_with_the_same_global_batc
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_the_logs_of_two_workers_equal_the_single_process_runs(runs):
+    # Metrics reduced over both workers: loss, accuracy and their val_ columns as on two local replicas.
+    ours, theirs = (list(csv.DictReader(lines)) for lines in (runs["log_after_two"], runs["mirrored_log"]))
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs):
+        assert set(a) == set(b) and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(a)
+        for key in set(a) - {"epoch_seconds"}:
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), key
+
+
 def test_only_the_chief_writes_the_run_files(runs):
+    assert int(runs["workers"][1]["foreign_writes"]) == 0 and int(runs["resumed"][1]["foreign_writes"]) == 0
     shared = runs["shared"]
     assert sorted(os.listdir(shared)) == sorted(["config.json", "checkpoint.keras", "train_state.json",
                                                  "base_model.keras", "log.csv"])

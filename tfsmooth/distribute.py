@@ -15,6 +15,15 @@ normalizes its own slice, as Keras' `BatchNormalization(synchronized=False)` doe
 (keras-team/keras#20585; measured in `benchmarks/multiworker_probe.py`), while `strategy.run(model.train_step)`
 inside a `tf.function` works. It keeps `fit`'s contract for what tfsmooth needs (callbacks, epochs,
 `initial_epoch`, validation, the logs of `model.metrics` reduced over all replicas, a `History`).
+
+When R does not divide a batch, the replicas' slices differ by one example and each replica's mean loss is divided
+by R, so that step weighs the examples of the smaller slices slightly more than the global mean would -- as Keras'
+`fit` does under any strategy; a global batch that R divides (and a training set that the batch divides) avoids it.
+Callbacks must act alike on every worker (each worker runs them; one that stopped training on the chief alone would
+leave the others waiting in a collective), and batch hooks get no logs. Every worker builds and augments the whole
+global batch and keeps its slice: simple and the same on every worker, at an input cost that grows with the
+global batch (fine for CIFAR-sized images; on many workers, prefer a global batch per worker that keeps the input
+pipeline ahead of the device).
 """
 
 from __future__ import annotations
@@ -102,8 +111,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def replica_batches(strategy: tf.distribute.Strategy, batches: tf.data.Dataset):
-    """A distributed dataset in which replica r of R gets examples [r * b, (r + 1) * b) of each global batch of
-    `batches` (b = ceil(B / R); the last replicas of a short last batch get fewer, possibly none).
+    """A distributed dataset in which replica r of R gets examples [floor(r B / R), floor((r + 1) B / R)) of each
+    global batch of `batches` (B its size: equal slices when R divides B, else sizes differing by at most one).
+    With R > 1, a batch of fewer than R examples (a short last batch) is left out: a replica with no example would
+    turn its batch-normalization statistics and its mean loss into NaN.
 
     Args:
         strategy: the strategy whose replicas train.
@@ -119,22 +130,37 @@ def replica_batches(strategy: tf.distribute.Strategy, batches: tf.data.Dataset):
         local = replicas // context.num_input_pipelines  # replicas fed by this pipeline, consecutively numbered
         first = context.input_pipeline_id * local
 
+        def size_of(batch):
+            return tf.shape(tf.nest.flatten(batch)[0])[0]
+
         def slices(*batch):
-            size = tf.shape(tf.nest.flatten(batch)[0])[0]
-            per = (size + replicas - 1) // replicas
+            size = size_of(batch)
 
             def one(j):
-                start = tf.minimum((first + tf.cast(j, tf.int32)) * per, size)
-                stop = tf.minimum(start + per, size)
-                return tf.nest.map_structure(lambda t: t[start:stop], batch)
+                r = first + tf.cast(j, tf.int32)
+                start, stop = (r * size) // replicas, ((r + 1) * size) // replicas
+                sliced = tf.nest.map_structure(lambda t: t[start:stop], batch)
+                return sliced[0] if len(sliced) == 1 else sliced  # the element's own structure
 
             return tf.data.Dataset.range(local).map(one)
 
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return batches.flat_map(slices).with_options(options)
+        kept = batches.filter(lambda *batch: size_of(batch) >= replicas) if replicas > 1 else batches
+        return kept.flat_map(slices).with_options(options)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _step_logs(outputs, strategy) -> dict:
+    """{name: float} of a step's returned logs (per replica), from this worker's first replica: for the entries
+    that are not metrics (e.g. SmoothAdv's epsilon), which are the same on every replica."""
+    logs = {}
+    for key, value in (outputs or {}).items():
+        local = strategy.experimental_local_results(value)[0]
+        if getattr(local, "shape", None) == ():
+            logs[key] = float(local)
+    return logs
 
 
 def _results(model) -> dict:
@@ -168,13 +194,17 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, batches: tf.data.D
     Returns:
         The `keras.callbacks.History` of the run.
     """
+    from tfsmooth import training  # the library's training models (imported here: they import Keras' whole stack)
+
+    if not hasattr(model, "_symbolic_build"):
+        raise RuntimeError("this Keras version has no Model._symbolic_build, which tfsmooth.distribute.fit uses to "
+                           "create the model's variables before the replicated steps: train with Keras 3.15's API")
     with strategy.scope():
         # Create the model's, the compiled metrics' and the optimizer's variables before the replicated step, as
         # `Model.fit` does (in its `_maybe_symbolic_build`): a step cannot create variables on each replica.
         # From the element spec: drawing a batch would start an iteration of the (reshuffling) pipeline and shift
         # the data order of every epoch.
-        if hasattr(model, "_symbolic_build"):
-            model._symbolic_build(data_batch=batches.element_spec)
+        model._symbolic_build(data_batch=batches.element_spec)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
     train_data = replica_batches(strategy, batches)
@@ -182,25 +212,31 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, batches: tf.data.D
 
     @tf.function
     def train_function(batch):
-        strategy.run(model.train_step, args=(batch,))
+        return strategy.run(model.train_step, args=(batch,))
 
     @tf.function
     def test_function(batch):
         strategy.run(model.test_step, args=(batch,))
 
-    callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, add_progbar=verbose != 0,
-                                                 model=model, verbose=verbose, epochs=epochs, steps=None)
+    callbacks = list(callbacks)
+    if isinstance(model, training.SmoothAdvModel) and not any(isinstance(c, training.EpochTracker) for c in callbacks):
+        callbacks.append(training.EpochTracker())  # epsilon warm-up, as SmoothAdvModel.fit adds it
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList([*callbacks, history], add_history=False,
+                                                 add_progbar=verbose != 0, model=model, verbose=verbose,
+                                                 epochs=epochs, steps=None)
     model.stop_training = False
     callback_list.on_train_begin()
     logs = {}
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
+        outputs = None
         for step, batch in enumerate(train_data):
             callback_list.on_train_batch_begin(step)
-            train_function(batch)
+            outputs = train_function(batch)
             callback_list.on_train_batch_end(step)
-        logs = _results(model)
+        logs = {**_step_logs(outputs, strategy), **_results(model)}  # as Model.fit: the last step's logs
         if val_data is not None:
             model.reset_metrics()
             for batch in val_data:
@@ -210,4 +246,4 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, batches: tf.data.D
         if model.stop_training:
             break
     callback_list.on_train_end(logs)
-    return model.history
+    return history

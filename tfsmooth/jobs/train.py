@@ -151,6 +151,15 @@ def _save_epoch(model, outdir: str, epochs_done: int, steps_per_epoch: int, *, c
     files.write_json(os.path.join(outdir, STATE_FILE), {"epochs_done": epochs_done, "steps_per_epoch": steps_per_epoch})
 
 
+def _resolved(config: TrainConfig) -> TrainConfig:
+    """`config` with augment="auto" replaced by what it means for the data set's images
+    (`data.default_augmentation`), so config.json records the augmentation applied."""
+    if config.augment != "auto":
+        return config
+    shape = data.dataset_info(config.dataset, config.data_dir).image_shape
+    return dataclasses.replace(config, augment=data.default_augmentation(shape))
+
+
 def _config_record(config: TrainConfig) -> dict:
     """What config.json holds: the TrainConfig's fields (method_config as a JSON object) and the noise scheme."""
     return {**dataclasses.asdict(config), "noise_scheme": NOISE_SCHEME}
@@ -164,6 +173,7 @@ def _read_train_config(path: str) -> TrainConfig:
     if fields.pop("noise_scheme", None) != NOISE_SCHEME:
         raise ValueError(f"{path} was written by an older tfsmooth (its training noise and config layout differ): "
                          f"the run cannot be continued; train into another --outdir, or rerun with --restart")
+    fields.setdefault("augment", "crop_flip")  # what runs written before the option existed applied to all images
     unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(TrainConfig)})
     if unknown:
         raise ValueError(f"{path} has unknown keys {', '.join(unknown)}: not a config.json written by `train`")
@@ -262,16 +272,17 @@ def train(config: TrainConfig, outdir: str, *, verbose: int = 1, restart: bool =
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
     config_path = os.path.join(outdir, CONFIG_FILE)
-    if restart and not chief:
-        raise ValueError("restart deletes the run's files: under a multi-worker strategy start the run over by "
-                         "deleting them before the workers start (only the chief writes the outdir)")
+    if restart and distribute.is_multi_worker(strategy):  # on every worker, before anything is deleted
+        raise ValueError("restart deletes the run's files, which a multi-worker run cannot do safely: delete them "
+                         "(or use another --outdir) before the workers start")
+    config = _resolved(config)
     if restart:
         _check_train_files(config)  # refuse a bad configuration before deleting anything
         for name in RUN_FILES:
             if os.path.isfile(os.path.join(outdir, name)):
                 os.remove(os.path.join(outdir, name))
     if os.path.exists(config_path):
-        previous = _read_train_config(config_path)
+        previous = _resolved(_read_train_config(config_path))
         diff = config.resumable_with(previous)
         if diff:
             raise ValueError(
