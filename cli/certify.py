@@ -67,7 +67,7 @@ def _parse_radii(ctx, param, value):
 
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
          data_dir, shard, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog",
-         radii=None):
+         radii=None, sigma_select="agree"):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
@@ -81,6 +81,7 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                                       alpha=alpha, batch=batch, skip=skip, max=max_index, seed=seed,
                                       data_dir=data_dir, compute_dtype=compute_dtype, method=method,
                                       alpha_split=alpha_split, sigma_grid=sigma_grid, n_select=n_select,
+                                      sigma_select=sigma_select,
                                       allocation=allocation, shard=shard, radii=radii) for method in methods]
         out = outs[0]
         rows_file = jobs.unallocated_path(out) if sigma_grid is not None else out
@@ -125,6 +126,10 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                    "with columns sigma and radius_unallocated; per-image rows go to OUT.unallocated.tsv.")
 @click.option("--n-select", type=COUNT, default=100, show_default=True,
               help="[--sigma-grid] selection draws per noise level that choose each image's sigma.")
+@click.option("--sigma-select", type=click.Choice(["agree", "radius"]), default="agree", show_default=True,
+              help="[--sigma-grid] how each image's sigma is chosen on its selection draws: the largest radius they "
+                   "promise among the levels whose vote agrees with the smallest level's (agree), or among all "
+                   "(radius).")
 @click.option("--allocation", type=click.Choice(["linprog", "greedy"]), default="linprog", show_default=True,
               help="[--sigma-grid] linprog: the radii maximizing their sum (scipy's HiGHS); greedy: a fast pass.")
 @click.option("--sequential", is_flag=True, default=False,
@@ -136,7 +141,8 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
               help="[--sequential] target l2 radii, increasing; the row's radius is the largest decided one.")
 @click.option("--n-max", type=COUNT, default=None, help="[--sequential] budget of estimation draws (default: --n).")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
-            data_dir, shard, methods, alpha_split, sigma_grid, n_select, allocation, sequential, radii, n_max):
+            data_dir, shard, methods, alpha_split, sigma_grid, n_select, sigma_select, allocation, sequential, radii,
+            n_max):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
@@ -150,7 +156,7 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
         raise click.UsageError("--n-max is the budget of --sequential certification; without it use --n")
     _run("certify", model, sigma, n0, n_max if n_max is not None else n, alpha, batch, skip, max_index, outs, seed,
          restart, compute_dtype, dataset, split, data_dir, shard, methods, alpha_split, sigma_grid, n_select,
-         allocation, radii if sequential else None)
+         allocation, radii if sequential else None, sigma_select)
 
 
 @click.command()

@@ -37,7 +37,7 @@ def test_samplewise_certify_writes_allocated_radii_and_resumes(model, tmp_path):
         assert f.readline().rstrip("\n").split("\t") == list(results.SAMPLEWISE_COLUMNS)
     record = json.loads(open(str(out) + ".json").read())
     assert record["transductive"] is True and record["sigma_grid"] == [0.12, 0.25, 0.5]
-    assert record["n_select"] == 20 and record["allocation"] == "linprog"
+    assert record["n_select"] == 20 and record["allocation"] == "linprog" and record["sigma_select"] == "agree"
     unallocated = results.read_results(jobs.unallocated_path(str(out)))
     assert unallocated.kind == "unallocated" and np.array_equal(unallocated.radius_unallocated, rows.radius_unallocated)
     # Nearest neighbours on CIFAR-10 are far apart (>= 3.5) against radii < 1.5: nothing is cut here.

@@ -126,11 +126,27 @@ def test_choose_sigma_takes_the_largest_promised_radius_and_the_smaller_sigma_on
     scores = samplewise.selection_scores(unanimous, GRID, 0.001)
     np.testing.assert_allclose(scores, np.array(GRID) * scipy_stats.norm.ppf(0.001 ** (1 / 100)), rtol=1e-9)
     # 100/100 at 0.12 and 0.25, 60/100 at 0.5 (not decisive: lower bound < 1/2), 50/100 at 1.0.
-    mixed = np.array([[100, 0], [0, 100], [60, 40], [50, 50]])
-    assert samplewise.choose_sigma(mixed, GRID, 0.001) == 1
+    mixed = np.array([[100, 0], [100, 0], [60, 40], [50, 50]])
+    assert samplewise.choose_sigma(mixed, GRID, 0.001) == samplewise.choose_sigma(mixed, GRID, 0.001, "radius") == 1
     assert np.isneginf(samplewise.selection_scores(mixed, GRID, 0.001)[2:]).all()
     # Nothing decisive anywhere: the level with the largest top count; ties to the smaller sigma.
     assert samplewise.choose_sigma(np.array([[55, 45], [58, 42], [58, 42], [51, 49]]), GRID, 0.001) == 1
+
+
+def test_agree_does_not_follow_a_base_classifier_that_collapses_to_one_class_under_heavy_noise():
+    # Class 3 wins at 0.12 and 0.25; at 0.5 and 1.0 the vote goes, unanimously, to a default class 7.
+    collapse = np.zeros((4, 10), np.int64)
+    collapse[0, 3], collapse[0, 5] = 90, 10
+    collapse[1, 3], collapse[1, 7] = 80, 20
+    collapse[2, 7] = collapse[3, 7] = 100
+    assert samplewise.choose_sigma(collapse, GRID, 0.001, "radius") == 3  # the largest promised radius: wrong class
+    assert samplewise.choose_sigma(collapse, GRID, 0.001) == 1  # agree: the largest among the levels voting 3
+    # Nothing decisive among the agreeing levels: the agreeing level with the largest top count, never level 2-3.
+    weak = collapse.copy()
+    weak[0, 3], weak[0, 5], weak[1, 3], weak[1, 7] = 52, 48, 55, 45
+    assert samplewise.choose_sigma(weak, GRID, 0.001) == 1
+    with pytest.raises(ValueError, match="rule must be one of agree, radius"):
+        samplewise.choose_sigma(collapse, GRID, 0.001, "largest")
 
 
 @pytest.mark.parametrize("grid, message", [((), "empty"), ((0.25, 0.0), "sigma_grid level must be"),

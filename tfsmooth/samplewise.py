@@ -234,15 +234,36 @@ def selection_scores(selection_counts, sigma_grid, alpha: float) -> np.ndarray:
     return scores
 
 
-def choose_sigma(selection_counts, sigma_grid, alpha: float) -> int:
-    """Index into `sigma_grid` of the level to certify at: the largest `selection_scores`; if none is finite (no
-    level's vote is decisive), the level with the largest top-class count. Ties go to the smaller sigma (it keeps
-    more accuracy). A function of the sigma-selection draws only."""
+SIGMA_SELECTIONS = ("agree", "radius")
+"""Rules of `choose_sigma`: "agree" (default) -- the largest promised radius among the levels whose vote agrees with
+the vote at the smallest level; "radius" -- the largest promised radius over all levels."""
+
+
+def choose_sigma(selection_counts, sigma_grid, alpha: float, rule: str = "agree") -> int:
+    """Index into `sigma_grid` of the level to certify at, a function of the sigma-selection draws only.
+
+    "radius": the largest `selection_scores`. "agree" (default): the same among the levels whose top class is the
+    top class at the smallest level (the least-noisy view of the image); the others score -inf. Why "agree": a base
+    classifier that collapses under heavy noise to one default class votes for it almost unanimously, and "radius"
+    then picks that level -- a large radius for a wrong label (measured on MNIST: `benchmarks/RESULTS.md`, issue
+    13); no label is needed to see that the vote changed class as sigma grew. If no eligible score is finite (no
+    decisive vote), the eligible level with the largest top-class count. Ties go to the smaller sigma (it keeps more
+    accuracy). My rule, not the paper's (its selection rule is not in the text at hand); either rule keeps the
+    certificate sound, as sigma_j is chosen on draws the bound never sees.
+
+    Raises:
+        ValueError: an unknown rule.
+    """
+    checks.check_choice(rule, "rule", SIGMA_SELECTIONS)
     counts = np.asarray(selection_counts, dtype=np.int64)
     scores = selection_scores(counts, sigma_grid, alpha)
+    eligible = np.ones(len(counts), bool)
+    if rule == "agree":
+        eligible = counts.argmax(axis=1) == counts[0].argmax()
+        scores = np.where(eligible, scores, -np.inf)
     if np.isfinite(scores).any():
         return int(np.argmax(scores))  # first maximum: the smallest sigma among ties
-    return int(np.argmax(counts.max(axis=1)))
+    return int(np.argmax(np.where(eligible, counts.max(axis=1), -1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,17 +320,17 @@ class SampleWiseSmoothedClassifier:
     def certify_batch(self, images, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                       batch_size: Optional[int] = None, seed: Optional[int] = None,
                       keys: Optional[Sequence[int]] = None, n_select: int = 100, method: str = "cohen",
-                      alpha_split: Union[float, str] = 0.5) -> List[SampleWiseCertificate]:
+                      alpha_split: Union[float, str] = 0.5, sigma_select: str = "agree") -> List[SampleWiseCertificate]:
         """`iter_certify` over float32 images [B, H, W, C] in [0, 1] with keys (default 0..B-1); in order."""
         images = self._smoothed._check_images(images, "images")
         keys = list(range(len(images))) if keys is None else list(keys)
         return [answer for _, answer in self.iter_certify(zip(keys, images), n0, n, alpha, batch_size, seed,
-                                                          n_select, method, alpha_split)]
+                                                          n_select, method, alpha_split, sigma_select)]
 
     def iter_certify(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100, n: int = 100_000,
                      alpha: float = 0.001, batch_size: Optional[int] = None, seed: Optional[int] = None,
-                     n_select: int = 100, method: str = "cohen",
-                     alpha_split: Union[float, str] = 0.5) -> Iterator[Tuple[int, SampleWiseCertificate]]:
+                     n_select: int = 100, method: str = "cohen", alpha_split: Union[float, str] = 0.5,
+                     sigma_select: str = "agree") -> Iterator[Tuple[int, SampleWiseCertificate]]:
         """Streams steps 1-2 over (key, image) pairs; yields (key, `SampleWiseCertificate`) in input order.
 
         Args:
@@ -317,10 +338,13 @@ class SampleWiseSmoothedClassifier:
             n0, n, alpha, batch_size, method, alpha_split: as `SmoothedClassifier.iter_certify` (at sigma_j).
             seed: int >= 0 (None: a fresh one); the same seed gives the same choices and counts.
             n_select: sigma-selection draws per grid level, >= 1.
+            sigma_select: the rule of `choose_sigma`, "agree" (default) or "radius".
 
         Raises:
-            ValueError: as `SmoothedClassifier.iter_certify`, or n_select not an integer >= 1.
+            ValueError: as `SmoothedClassifier.iter_certify`, n_select not an integer >= 1, or an unknown
+                sigma_select.
         """
+        checks.check_choice(sigma_select, "sigma_select", SIGMA_SELECTIONS)
         smoothed = self._smoothed
         n_select = smoothed._check_draws(stats.check_count(n_select, "n_select"), "n_select")
         # Validates n0, n, alpha, method, alpha_split and batch_size at call time, as for a fixed sigma (the
@@ -328,9 +352,9 @@ class SampleWiseSmoothedClassifier:
         smoothed.iter_certify(iter(()), n0, n, alpha, batch_size, seed=0, method=method, alpha_split=alpha_split)
         alpha = stats.check_alpha(alpha)
         return self._stream(examples, n0, n, alpha, smoothed._batch_size(batch_size), _resolve_seed(seed), n_select,
-                            method, stats.check_alpha_split(alpha_split))
+                            method, stats.check_alpha_split(alpha_split), sigma_select)
 
-    def _stream(self, examples, n0, n, alpha, batch_size, seed, n_select, method, alpha_split):
+    def _stream(self, examples, n0, n, alpha, batch_size, seed, n_select, method, alpha_split, sigma_select):
         """The generator behind `iter_certify`, on validated arguments."""
         smoothed, grid = self._smoothed, self.sigma_grid
         inputs = collections.deque()  # (key, image) in the order they entered step 1
@@ -353,7 +377,7 @@ class SampleWiseSmoothedClassifier:
                 if len(rows) < len(grid):
                     continue
                 selection_counts = np.stack(rows)
-                level = grid[choose_sigma(selection_counts, grid, alpha)]
+                level = grid[choose_sigma(selection_counts, grid, alpha, sigma_select)]
                 chosen.append((level, selection_counts, selection_scores(selection_counts, grid, alpha), spent))
                 rows, spent = [], 0.0
                 _, image = inputs.popleft()

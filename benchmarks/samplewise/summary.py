@@ -28,9 +28,12 @@ SETS = {
                 "sample-wise [transductive]": os.path.join(OUT, "cifar_samplewise_n10000.tsv")},
     "mnist (t10k split)": {"fixed sigma = 0.25": os.path.join(OUT, "mnist_sigma0.25_n10000.tsv"),
                            "fixed sigma = 0.5": os.path.join(OUT, "mnist_sigma0.5_n10000.tsv"),
-                           "sample-wise [transductive]": os.path.join(OUT, "mnist_samplewise_n10000.tsv")},
+                           "sample-wise [transductive]": os.path.join(OUT, "mnist_samplewise_n10000.tsv"),
+                           "sample-wise, rule radius [transductive]": os.path.join(
+                               OUT, "mnist_samplewise_radius_n10000.tsv")},
 }
 TRAIN_SIGMA = {"cifar10": os.path.join(OUT, "cifar_sigma.npz"), "mnist (t10k split)": os.path.join(OUT, "mnist_sigma.npz")}
+# A sample-wise row label -> its sigma_select rule (default agree).
 
 
 def _row(label, path, count_max):
@@ -76,7 +79,7 @@ def main():
             print(_row(label, path, max(counts.values())))
         for label, path in present.items():
             if "sample-wise" in label:
-                print()
+                print(f"\n{label}:")
                 for line in _samplewise_lines(path, TRAIN_SIGMA[name]):
                     print(f"- {line}")
         plot = os.path.join(args.plot_dir, f"{name.split()[0]}_samplewise.png")

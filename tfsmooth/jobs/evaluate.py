@@ -65,6 +65,8 @@ class CertifyConfig:
             balls. In the run record only when set, with n_select and allocation.
         n_select: sample-wise only: sigma-selection draws per grid level (default 100).
         allocation: sample-wise only: "linprog" (default) or "greedy" (`tfsmooth.samplewise.allocate_radii`).
+        sigma_select: sample-wise only: the rule choosing sigma_j, "agree" (default) or "radius"
+            (`tfsmooth.samplewise.choose_sigma`). In the run record with the grid.
         radii: sequential certification (`tfsmooth.sequential`, `SmoothedClassifier.iter_certify_sequential`):
             the target radii, strictly increasing, > 0; then `n` is the budget n_max and each row gets the largest
             decided target as its radius and `n_used`. None (default): fixed-n CERTIFY. In the run record only
@@ -92,6 +94,7 @@ class CertifyConfig:
     alpha_split: Union[float, str] = 0.5
     sigma_grid: Optional[Tuple[float, ...]] = None
     n_select: int = 100
+    sigma_select: str = "agree"
     allocation: str = "linprog"
     shard: Tuple[int, int] = (0, 1)
     radii: Optional[Tuple[float, ...]] = None
@@ -106,6 +109,7 @@ class CertifyConfig:
         if self.sigma_grid is not None:
             object.__setattr__(self, "sigma_grid", samplewise.check_sigma_grid(self.sigma_grid))
         checks.check_count(self.n_select, "n_select")
+        checks.check_choice(self.sigma_select, "sigma_select", samplewise.SIGMA_SELECTIONS)
         checks.check_choice(self.allocation, "allocation", samplewise.ALLOCATIONS)
         if self.radii is not None:
             object.__setattr__(self, "radii", sequential.check_radii(self.radii))
@@ -124,7 +128,7 @@ class CertifyConfig:
         if kind != "certify" or self.method == "cohen":  # likewise for CERTIFY files written before T-CERTIFY
             omit += ["method", "alpha_split"]
         if kind != "certify" or self.sigma_grid is None:  # and for files written before sample-wise smoothing
-            omit += ["sigma_grid", "n_select", "allocation"]
+            omit += ["sigma_grid", "n_select", "allocation", "sigma_select"]
         if self.shard[1] == 1:  # and for unsharded files
             omit.append("shard")
         if kind != "certify" or self.radii is None:  # and for fixed-n files

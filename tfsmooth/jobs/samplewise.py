@@ -81,7 +81,8 @@ def certify_samplewise_dataset(config: CertifyConfig, out: str, *, on_row: Optio
                                                          compute_dtype=config.compute_dtype)
     answers = functools.partial(classifier.iter_certify, n0=config.n0, n=config.n, alpha=config.alpha,
                                 batch_size=config.batch, seed=config.seed, n_select=config.n_select,
-                                method=config.method, alpha_split=config.alpha_split)
+                                method=config.method, alpha_split=config.alpha_split,
+                                sigma_select=config.sigma_select)
     final_record = {**record, "transductive": True}
     if restart:
         records.remove_results(out)
