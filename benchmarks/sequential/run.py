@@ -1,14 +1,18 @@
 """Issue 15 results: sequential vs fixed-n CERTIFY on the shipped ResNet-20s, the same 200 test images (--skip 50).
 
-For each model: fixed-n CERTIFY at n = 100,000 and sequential certification at radii 0.25, 0.5, 0.75, 1.0 with
-n_max = 100,000 (n0 = 100, alpha = 0.001, seed 0), into `benchmarks/results/sequential/`. Resumable: rerun the
-same command (each row is written as it finishes); commit partial files so the next session resumes them.
+For each model: sequential certification at radii 0.25, 0.5, 0.75, 1.0 with n_max = 100,000 on all 200 images, and
+fixed-n CERTIFY at n = 100,000 (n0 = 100, alpha = 0.001, seed 0, sigma 0.25) on the half of them that issue 11 did
+not already certify: `--skip 50 --shard 1/2` (idx 50, 150, ..., 9950). The other half (idx 0, 100, ..., 9900) is
+exactly issue 11's `benchmarks/results/t_certify/{model}_n100000_cohen.tsv` (--skip 100, same settings; counts
+depend only on (seed, idx), not on the selection or the batch), which `compare.py` joins to it -- half the
+CPU-time of certifying all 200 again (~50 min instead of ~1.7 h per model). Files in
+`benchmarks/results/sequential/`. Resumable: rerun the same command (each row is written as it finishes); commit
+partial files so the next session resumes them.
 
     TFSMOOTH_DATA_DIR=../shared/data/cifar-10-batches-bin .venv/bin/python benchmarks/sequential/run.py \
         [--only gaussian] [--kind sequential]
 
-Then: `.venv/bin/tfsmooth analyze benchmarks/results/sequential/*.tsv --radii 0.25,0.5,0.75` (certified accuracy,
-mean and total draws) and the wall-clock sums of the `time` columns.
+Then `.venv/bin/python benchmarks/sequential/compare.py`: certified accuracy, total draws, wall-clock, n_used.
 """
 
 import argparse
@@ -21,7 +25,9 @@ from tfsmooth import jobs
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.normpath(os.path.join(HERE, "..", "results"))
 MODELS = {"gaussian": "full_gaussian_sigma0.25", "smoothadv": "full_smoothadv_pgd_sigma0.25"}
-KINDS = {"fixed": None, "sequential": (0.25, 0.5, 0.75, 1.0)}
+KINDS = {"sequential": (0.25, 0.5, 0.75, 1.0), "fixed": None}
+FILES = {"sequential": "{name}_sequential.tsv", "fixed": "{name}_fixed_shard1of2.tsv"}
+ISSUE_11 = os.path.join(RESULTS, "t_certify", "{name}_n100000_cohen.tsv")  # the fixed-n rows of idx 0, 100, ...
 
 
 def main():
@@ -35,10 +41,11 @@ def main():
         for kind, radii in KINDS.items():
             if args.kind and kind not in args.kind:
                 continue
+            shard = (1, 2) if radii is None else (0, 1)
             config = jobs.CertifyConfig(model=os.path.join(RESULTS, folder, "base_model.keras"), dataset="cifar10",
                                         split="test", sigma=0.25, n0=100, n=100_000, alpha=0.001, batch=1000,
-                                        skip=50, seed=0, radii=radii)
-            out = os.path.join(RESULTS, "sequential", f"{name}_{kind}.tsv")
+                                        skip=50, seed=0, radii=radii, shard=shard)
+            out = os.path.join(RESULTS, "sequential", FILES[kind].format(name=name))
             start = time.time()
             rows = jobs.certify_dataset(config, out, on_row=lambda row: print(
                 f"{name} {kind} idx {row['idx']} {time.time() - start:.0f} s", flush=True))
