@@ -3,7 +3,8 @@
 On a machine with a GPU (TensorFlow sees it), in one short run (a few minutes, no downloads):
 
 1. samples/s of the CERTIFY counting path (`SmoothedClassifier.sample_counts`: seeded block noise, one compiled
-   forward pass per batch, host loop) with a shipped ResNet-20 at batch 400 ... 20,000, in float32 and bfloat16;
+   forward pass per batch, host loop) with a shipped ResNet-20 at batch 400 ... 20,000, in float32 and bfloat16,
+   each also with the forward pass compiled by XLA (`jit_compile=True`);
 2. the GPU's counts against the CPU's for a fixed seed (`--seed`, n = `--n` estimation draws of each of `--images`
    embedded test images at sigma = `--sigma`): the noise is drawn by the same stateless Philox ops on both devices,
    so the counts must be equal wherever no draw lies near a decision boundary, where float rounding of another
@@ -49,7 +50,8 @@ def throughput(base, image, device, batches, num, dtypes):
     with tf.device(device):
         for dtype in dtypes:
             for batch in batches:
-                smoothed = SmoothedClassifier(base, 10, 0.25, compute_dtype=dtype)
+                precision, _, xla = dtype.partition("+")  # "float32+xla": the XLA-compiled forward pass
+                smoothed = SmoothedClassifier(base, 10, 0.25, compute_dtype=precision, jit_compile=bool(xla))
                 smoothed.sample_counts(image[None], batch, batch_size=batch, seed=0)  # trace and warm up
                 start = time.perf_counter()
                 smoothed.sample_counts(image[None], max(num, batch), batch_size=batch, seed=1)
@@ -81,7 +83,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--batches", type=_ints, default=[400, 1000, 2000, 5000, 10000, 20000])
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float32+xla,bfloat16+xla",
+                        help="arithmetics to time; +xla: SmoothedClassifier(jit_compile=True)")
     parser.add_argument("--num", type=int, default=200_000, help="draws per timed measurement")
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--n", type=int, default=2000)

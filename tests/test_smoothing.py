@@ -256,6 +256,30 @@ def test_parallel_passes_with_a_single_block_per_pass_on_a_convolutional_model()
     np.testing.assert_array_equal(counts[0], counts[1])
 
 
+def test_jit_compile_keeps_the_noise_and_the_counts_of_a_model_far_from_its_boundaries():
+    # The tied classifier's decision splits the draws about evenly, but no draw lies within float rounding of its
+    # boundary (the probability of one among 1,260 draws is ~1e-4), so XLA's fused forward pass must give the same
+    # counts; a jitted *noise* draw would not (XLA's normal sampler draws other numbers for the same seeds).
+    images = np.stack([fixtures.half_image()] * 3)
+    plain = SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25, noise_block=50)
+    jitted = SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25, noise_block=50, jit_compile=True)
+    counts = [smoothed.sample_counts(images, 420, 200, seed=7) for smoothed in (plain, jitted)]
+    np.testing.assert_array_equal(counts[0], counts[1])
+    assert 150 < counts[0][0, 0] < 270  # both classes drawn: a real comparison
+    from tfsmooth.smoothing import _XlaForward
+
+    passes = [fn.python_function for fn in jitted._count_fns.values()]
+    assert passes and all(isinstance(p.base_model, _XlaForward) for p in passes)  # the XLA path was the one run
+    assert not any(isinstance(fn.python_function.base_model, _XlaForward) for fn in plain._count_fns.values())
+    model = models.small_cnn(3, input_shape=(8, 8, 3))
+    image = np.random.default_rng(0).uniform(size=(8, 8, 3)).astype(np.float32)
+    conv = [SmoothedClassifier(model, 3, 0.25, jit_compile=j).sample_counts(image[None], 300, 100, seed=1)
+            for j in (False, True)]
+    assert int(np.abs(conv[0] - conv[1]).sum()) <= 2  # a convolutional model: at most a boundary draw apart
+    with pytest.raises(ValueError, match="jit_compile must be True or False"):
+        SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25, jit_compile="yes")
+
+
 def test_parallel_passes_default_and_validation():
     smoothed = SmoothedClassifier(fixtures.tied_classifier(), 2, 0.25)
     has_gpu = bool(tf.config.list_logical_devices("GPU"))

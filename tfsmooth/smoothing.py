@@ -155,6 +155,12 @@ class SmoothedClassifier:
             (`tfsmooth.counting.count_blocks`). None (default): 2 on a machine with at least 2 CPU
             cores and no GPU, else 1. The counts do not depend on it; only the speed does (on a
             2-core CPU, 2 concurrent passes were 7-19 % faster than one, benchmarks/RESULTS.md).
+        jit_compile: compile the base classifier's forward pass with XLA (`tf.function(jit_compile=True)`), an
+            option to measure on accelerators (`benchmarks/device_check.sh`). Only the forward pass: XLA's
+            stateless normal sampler draws other numbers than TensorFlow's kernels for the same seeds (measured:
+            max |difference| 1.74), so the noise stays outside the XLA cluster and is the same with or without
+            it; the logits may differ by float rounding of fused kernels, so counts can differ only where a draw
+            lies on a decision boundary. Default False.
 
     The noisy forward passes use `tfsmooth.models.folding.fold_batch_norm(base_model)`: each
     Conv2D + BatchNormalization pair runs as one fused convolution (about 20% faster on CPU), with
@@ -168,7 +174,7 @@ class SmoothedClassifier:
     """
 
     def __init__(self, base_model, num_classes: int, sigma: float, *, noise_block: int = 100,
-                 compute_dtype: str = "float32", parallel_passes: Optional[int] = None):
+                 compute_dtype: str = "float32", parallel_passes: Optional[int] = None, jit_compile: bool = False):
         if isinstance(base_model, (str, bytes, os.PathLike)):
             raise ValueError(f"base_model must be a Keras model, got the path {base_model!r}: load it first with "
                              "tfsmooth.load_model(path) or tfsmooth.models.io.load_base_model(path)")
@@ -189,6 +195,9 @@ class SmoothedClassifier:
         self.parallel_passes = (_default_parallel_passes() if parallel_passes is None
                                 else stats.check_count(parallel_passes, "parallel_passes"))
         self._view = folding.InferenceView(base_model, self.compute_dtype)
+        if not isinstance(jit_compile, bool):
+            raise ValueError(f"jit_compile must be True or False, got {jit_compile!r}")
+        self.jit_compile = jit_compile
         self._count_fns = {}
 
     # ----------------------------------------------------------------------------------- CERTIFY
@@ -523,8 +532,11 @@ class SmoothedClassifier:
         def run(images, *rest):
             key = (tuple(int(d) for d in images.shape[1:]), parallel_passes)
             if key not in self._count_fns:
+                model = self._view.model
+                if self.jit_compile:
+                    model = _XlaForward(model)
                 self._count_fns[key] = counting.pass_function(
-                    self._view.model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
+                    model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
                     parallel_passes=parallel_passes)
             return self._count_fns[key](images, *rest).numpy()
 
@@ -604,6 +616,19 @@ def _keyed_examples(examples):
     if spec.shape.rank == 4:
         examples = examples.unbatch()
     return enumerate(examples.as_numpy_iterator())
+
+
+class _XlaForward:
+    """The base classifier's inference pass compiled by XLA, callable as `model(x, training=False)`."""
+
+    def __init__(self, model):
+        self.model = model
+        self._forward = tf.function(lambda x: model(x, training=False), jit_compile=True, reduce_retracing=True)
+
+    def __call__(self, x, training=False):
+        if training:
+            raise ValueError("the XLA forward pass is for inference only")
+        return self._forward(x)
 
 
 def _default_parallel_passes():
