@@ -52,6 +52,9 @@ def test_samplewise_certify_writes_allocated_radii_and_resumes(model, tmp_path):
     assert analyzed.exit_code == 0 and "[transductive]" in analyzed.output and "this test set only" in analyzed.output
     refused = CliRunner().invoke(cli, ["analyze", jobs.unallocated_path(str(out))])
     assert refused.exit_code != 0 and "before the transductive allocation" in refused.output
+    other_rule = _certify(model, out, "--sigma-select", "radius")  # rows chosen by another rule: no mixing
+    assert other_rule.exit_code != 0 and "has other parameters" in other_rule.output, other_rule.output
+    assert out.read_text() == text
 
 
 def test_samplewise_certify_matches_the_library(model, tmp_path):

@@ -149,6 +149,34 @@ def test_agree_does_not_follow_a_base_classifier_that_collapses_to_one_class_und
         samplewise.choose_sigma(collapse, GRID, 0.001, "largest")
 
 
+def _collapsing_classifier():
+    """Class 0 on lightly noisy mid-grey images, class 1 once the noise energy mean((x - 1/2)^2) exceeds 0.09:
+    unanimous class 1 at sigma = 0.5 and 1.0 -- a base classifier that collapses to one class under heavy noise."""
+    import keras
+
+    inputs = keras.Input(fixtures.SHAPE)
+    energy = keras.layers.Lambda(lambda x: keras.ops.mean((x - 0.5) ** 2, axis=(1, 2, 3))[:, None])(inputs)
+    logits = keras.layers.Lambda(lambda e: keras.ops.concatenate([keras.ops.zeros_like(e), 100.0 * (e - 0.09)],
+                                                                axis=1))(energy)
+    return keras.Model(inputs, logits)
+
+
+def test_sigma_select_reaches_the_choice_agree_keeps_the_class_radius_follows_the_collapse():
+    images = np.full((3, *fixtures.SHAPE), 0.5, np.float32)
+    classifier = samplewise.SampleWiseSmoothedClassifier(_collapsing_classifier(), 2, GRID, noise_block=20)
+    chosen = {}
+    for rule in ("agree", "radius"):
+        answers = classifier.certify_batch(images, n0=20, n=200, alpha=0.01, seed=3, n_select=40, sigma_select=rule)
+        for answer in answers:
+            assert answer.sigma == GRID[samplewise.choose_sigma(answer.selection_counts, GRID, 0.01, rule)]
+        chosen[rule] = [answer.sigma for answer in answers]
+        labels = [answer.label for answer in answers]
+        assert labels == ([0] * 3 if rule == "agree" else [1] * 3)
+    assert all(s <= 0.25 for s in chosen["agree"]) and chosen["radius"] == [1.0] * 3
+    with pytest.raises(ValueError, match="sigma_select must be one of agree, radius"):
+        classifier.certify_batch(images, n0=20, n=200, alpha=0.01, seed=3, sigma_select="largest")
+
+
 @pytest.mark.parametrize("grid, message", [((), "empty"), ((0.25, 0.0), "sigma_grid level must be"),
                                            ((0.25, 0.25), "distinct"), ("0.25", "sequence"),
                                            ((0.25, float("nan")), "sigma_grid level")])

@@ -181,6 +181,38 @@ def test_t_certify_error_is_at_most_alpha_at_any_stopping_time_just_below_a_targ
     assert np.all(used <= 12_800)
 
 
+def test_t_certify_reusing_fixed_n_bounds_at_every_look_is_not_valid():
+    # Negative control: both bounds at their fixed-n levels (alpha_A, alpha_B) at each of 10 looks err far more often
+    # than alpha; the valid test (alpha_A / L, alpha_B / L) stays within the acceptance region on the same counts.
+    alpha, trials, probs = 0.05, 1500, _probs(0.8, 0.12417)  # true radius 0.2495, just below 0.25
+    naive, _ = sequential.simulate(None, SIGMA, RADII, alpha, trials, n_max=51_200, seed=5, probs=probs,
+                                   method="t-certify", alpha_per_look=alpha)
+    valid, _ = sequential.simulate(None, SIGMA, RADII, alpha, trials, n_max=51_200, seed=5, probs=probs,
+                                   method="t-certify")
+    limit = scipy_stats.binom.ppf(0.999, trials, alpha)
+    assert np.sum(naive > 0) > limit and np.sum(valid > 0) <= limit
+
+
+def test_t_certify_levels_and_bounds_look_by_look():
+    test = sequential.SequentialTest(SIGMA, RADII, 0.001, 100, 1_600, method="t-certify", alpha_split=0.25)
+    looks = len(test.looks)
+    assert test.alpha_look == pytest.approx(0.001 * 0.25 / looks)
+    assert test.alpha_look_b == pytest.approx(0.001 * 0.75 / looks)
+    uppers = []
+    for n, (count_a, count_b) in zip(test.looks, [(60, 30), (130, 50), (250, 120)]):
+        test.update(count_a, count_b)
+        uppers.append(float(scipy_stats.beta.ppf(1 - test.alpha_look_b, count_b + 1, n - count_b)))
+    assert test.best_upper_b == pytest.approx(min(uppers), rel=1e-9)
+
+
+def test_t_certify_stops_early_when_a_real_runner_up_keeps_the_target_out_of_reach():
+    # p_A = 0.7, p_B = 0.29: T-CERTIFY's radius 0.125 * (0.524 + 0.553) = 0.13 < 0.25; the runner-up's own lower
+    # bound shows it after a few hundred draws (the (1 - p_A) / (K - 1) bound alone would draw to n_max).
+    decided, used = sequential.simulate(None, SIGMA, RADII, 0.001, 30, n_max=100_000, seed=9,
+                                        probs=[0.7, 0.29] + [0.00125] * 8, method="t-certify")
+    assert np.all(decided == 0) and np.median(used) <= 800
+
+
 def test_t_certify_decides_radii_certify_cannot_when_the_runner_up_is_small():
     # p_A = 0.8, p_B = 0.03: CERTIFY's radius 0.25 * Phi^-1(0.8) = 0.21 < 0.25; T-CERTIFY's 0.34 >= 0.25.
     probs = _probs(0.8, 0.03)
@@ -206,6 +238,31 @@ def test_t_certify_with_two_classes_is_certify_at_alpha_a():
         assert a.method == "t-certify" and b.method == "cohen"
         assert a.p_a_lower == pytest.approx(b.p_a_lower) and a.p_b_upper == pytest.approx(1 - a.p_a_lower)
     assert {answer.radius for _, answer in t} >= {0.5, 0.0}  # both ends reached: not a vacuous comparison
+
+
+def test_t_certify_on_a_three_class_base_classifier_bounds_the_largest_other_count():
+    # The runner-up bound the certificate reports can only be tighter than the last look's bound of the largest
+    # count of another class (min over looks), and at most the cap.
+    import keras
+
+    from tfsmooth import stats
+
+    rng = np.random.default_rng(3)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model.set_weights([rng.normal(0, 0.3, (192, 3)).astype(np.float32), np.array([1.0, 0.0, -0.5], np.float32)])
+    images = rng.uniform(size=(4, 8, 8, 3)).astype(np.float32)
+    smoothed = SmoothedClassifier(model, 3, 0.5)  # logit noise ~ N(0, 2^2): the votes spread over the 3 classes
+    answers = list(smoothed.iter_certify_sequential(zip(range(4), images), n0=100, n_max=3_200, alpha=0.01,
+                                                    radii=(0.1, 0.2), seed=0, method="t-certify"))
+    looks = len(sequential.look_schedule(100, 3_200))
+    bitten = 0
+    for _, answer in answers:
+        c_a = int(np.argmax(answer.selection_counts))
+        other = int(np.max(np.delete(answer.counts, c_a)))
+        last = float(stats.clopper_pearson_upper(other, answer.n_used, 0.005 / looks))
+        assert answer.p_b_upper <= min(last, 1 - answer.p_a_lower) + 1e-12
+        bitten += answer.p_b_upper < 1 - answer.p_a_lower - 1e-6
+    assert bitten >= 1  # a third class takes draws: the runner-up bound is below the cap somewhere
 
 
 def test_t_certify_bad_arguments():

@@ -41,8 +41,9 @@ L looks of both bounds gives
 On the complement, p_A >= max_l L_l and p_B <= min(min_l U_l, 1 - max_l L_l) = p_b_upper (the cap as in T-CERTIFY),
 so Theorem 1 of Cohen et al. certifies sigma / 2 * (Phi^-1(max_l L_l) - Phi^-1(p_b_upper)), which never decreases from
 look to look: r_k is decided once it is <= that radius, and the answer is sound at whatever look the test stops.
-Futility (optional, with the number of classes K): p_B >= (1 - p_A) / (K - 1) and p_A <= CP_upper(k_l, n_l,
-alpha_A / L) bound the radius any further look could reach; the test stops when that bound is below the next target.
+Futility (optional, with the number of classes K): p_A <= CP_upper(k_l, n_l, alpha_A / L) and p_B >= max((1 - p_A) /
+(K - 1), CP_lower(b_l, n_l, alpha_B / L)) bound the radius any further look could reach; the test stops when that
+bound is below the next target (a stopping rule only: it never changes what a decided radius certifies).
 """
 
 from __future__ import annotations
@@ -109,11 +110,12 @@ def _t_radius(sigma: float, p_a_lower: float, p_b_upper: float) -> float:
     return 0.5 * sigma * float(scipy_stats.norm.ppf(p_a_lower) - scipy_stats.norm.ppf(p_b_upper))
 
 
-def _unanimous_radius(n_max: int, looks: int, alpha: float, sigma: float, split: float) -> float:
-    """The radius a unanimous vote of n_max draws decides at the last of `looks` looks."""
+def _unanimous_radius(n_max: int, looks: int, alpha: float, sigma: float, split: float, r_1: float) -> float:
+    """The radius a unanimous vote of n_max draws decides at the last of `looks` looks (CERTIFY: +inf if it decides
+    r_1, else -inf)."""
     lower = stats.clopper_pearson_lower(n_max, n_max, alpha * split / looks)
-    if split >= 1.0:
-        return sigma * float(scipy_stats.norm.ppf(lower)) if lower > 0.5 else -np.inf
+    if split >= 1.0:  # the decision rule's own comparison, p_lower >= Phi(r / sigma), decides ties
+        return np.inf if lower >= scipy_stats.norm.cdf(r_1 / sigma) else -np.inf
     upper = min(stats.clopper_pearson_upper(0, n_max, alpha * (1.0 - split) / looks), 1.0 - lower)
     return _t_radius(sigma, lower, upper)
 
@@ -128,7 +130,7 @@ def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block
     n_max = n_first
     while True:
         looks = look_schedule(n_first, n_max, noise_block)
-        if _unanimous_radius(n_max, len(looks), alpha, sigma, split) >= r_1:
+        if _unanimous_radius(n_max, len(looks), alpha, sigma, split, r_1) >= r_1:
             return n_max
         n_max *= 2
 
@@ -140,7 +142,8 @@ class SequentialTest:
     Args:
         sigma: noise level (l2, [0, 1] pixels), > 0.
         radii: target radii r_1 < ... < r_m, > 0.
-        alpha: total failure probability in (0, 1), spent as alpha / L on each of the L looks.
+        alpha: total failure probability in (0, 1), spent as alpha / L on each of the L looks ("t-certify":
+            alpha_split * alpha / L on p_A and the rest / L on the runner-up).
         n_first, n_max: the first look and the budget (`look_schedule`).
         noise_block: draws per block; looks are multiples of it.
         method: "cohen" (CERTIFY's radius) or "t-certify" (the runner-up bounded too; module docstring).
@@ -172,7 +175,8 @@ class SequentialTest:
         self.alpha_look = self.alpha * self.split / len(self.looks)  # spent on p_A at each look
         self.alpha_look_b = self.alpha * (1.0 - self.split) / len(self.looks)  # on p_B ("t-certify")
         self.thresholds = scipy_stats.norm.cdf(np.asarray(self.radii) / self.sigma)  # q_k
-        if _unanimous_radius(self.n_max, len(self.looks), self.alpha, self.sigma, self.split) < self.radii[0]:
+        if _unanimous_radius(self.n_max, len(self.looks), self.alpha, self.sigma, self.split,
+                             self.radii[0]) < self.radii[0]:
             minimum = min_n_max(self.alpha, self.radii, self.sigma, self.n_first, self.noise_block, self.method,
                                 self.alpha_split)
             raise ValueError(f"n_max={self.n_max} is too small to ever certify radius {self.radii[0]} at alpha="
@@ -180,6 +184,7 @@ class SequentialTest:
         self.look = 0  # looks done
         self.best_lower = 0.0  # max over looks of L_l
         self.best_upper_b = 1.0  # min over looks of U_l ("t-certify")
+        self._count_b = 0  # the runner-up's count at the last look ("t-certify")
         self.decided = 0  # number of targets decided (r_1 .. r_decided certified)
         self.stopped = False
 
@@ -205,7 +210,8 @@ class SequentialTest:
             if count_b is None or not 0 <= int(count_b) <= n - count_a:
                 raise ValueError(f"t-certify needs count_b, the runner-up's count, in [0, {n - count_a}], got "
                                  f"{count_b!r}")
-            self.best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(int(count_b), n, self.alpha_look_b))
+            self._count_b = int(count_b)
+            self.best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(self._count_b, n, self.alpha_look_b))
             self.decided = int(np.sum(np.asarray(self.radii) <= self.t_radius))
         self.look += 1
         self.stopped = self.decided == len(self.radii) or self._futile(count_a, n) or self.look == len(self.looks)
@@ -220,7 +226,8 @@ class SequentialTest:
             return upper_a < self.thresholds[self.decided]
         if self.num_classes is None or upper_a >= 1.0:
             return False
-        least_b = (1.0 - upper_a) / (self.num_classes - 1)
+        least_b = max((1.0 - upper_a) / (self.num_classes - 1),
+                      stats.clopper_pearson_lower(self._count_b, n, self.alpha_look_b))
         return _t_radius(self.sigma, upper_a, least_b) < self.radii[self.decided]
 
     @property
@@ -280,8 +287,9 @@ def simulate(p_a: float, sigma: float, radii, alpha: float, trials: int, n_first
     for row in counts:
         test = SequentialTest(sigma, radii, alpha, n_first, n_max, method=method, alpha_split=alpha_split,
                               num_classes=num_classes)
-        if alpha_per_look is not None:
-            test.alpha_look = checks.check_alpha(alpha_per_look)
+        if alpha_per_look is not None:  # both bounds at their fixed-n level at every look
+            test.alpha_look = checks.check_alpha(alpha_per_look) * test.split
+            test.alpha_look_b = alpha_per_look * (1.0 - test.split)
         for look in row:
             count_b = None if probs is None else int(look[1:].max())
             if test.update(int(look[0]), count_b):

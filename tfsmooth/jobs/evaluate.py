@@ -116,8 +116,9 @@ class CertifyConfig:
             if self.sigma_grid is not None:
                 raise ValueError("sequential certification (radii) decides its targets at one sigma: it does not "
                                  "combine with a sigma_grid")
-            if self.method == "t-certify" and self.alpha_split == registry.ALPHA_SPLIT_AUTO:
-                raise ValueError("sequential T-CERTIFY takes a fixed alpha_split in (0, 1), not 'auto'")
+            if self.method == "t-certify" and (self.alpha_split == registry.ALPHA_SPLIT_AUTO or self.alpha_split >= 1):
+                raise ValueError(f"sequential T-CERTIFY takes a fixed alpha_split in (0, 1), not "
+                                 f"{self.alpha_split!r} (1.0 is method 'cohen'; 'auto' chooses on fixed-n counts)")
             sequential.look_schedule(self.n_first, self.n)  # n_first a multiple of the noise block, <= n
 
     def run_record(self, kind: str) -> dict:
