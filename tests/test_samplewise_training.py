@@ -112,6 +112,7 @@ def test_assign_sigma_then_fine_tune_with_the_sigma_file(pretrained, tmp_path):
     assert sigma.shape == (300,) and set(sigma.tolist()) <= {0.25, 0.5}
     with np.load(out) as archive:
         assert archive["num_noise_vec"] == 4 and archive["sigma_grid"].tolist() == [0.25, 0.5]
+        assert archive["noise_block"] == 4  # each image's k draws are one block: no draws thrown away
     again = tmp_path / "again.npz"  # seeded: the same choices
     CliRunner().invoke(cli, ["assign-sigma", pretrained, "--dataset", "cifar10_sample", "--sigma-grid", "0.25,0.5",
                              "--num-noise-vec", "4", "--train-examples", "300", "--out", str(again)])
