@@ -2,7 +2,7 @@
 (`MultiWorkerMirroredStrategy`, configured by the standard `TF_CONFIG` environment variable).
 
 Every replica trains on its own slice of the same *global* batch: replica r of R takes examples
-[r * b, (r + 1) * b) of each global batch, b = ceil(B / R) (`replica_batches`). Every worker builds the same
+[floor(r B / R), floor((r + 1) B / R)) of each global batch of B (`replica_batches`). Every worker builds the same
 seeded pipeline of global batches and keeps its replicas' slices, so a run's batches do not depend on the number
 of workers, and the noise of each replica is its own (`tfsmooth.noise`: the training noise is keyed by the global
 replica id, `replica_id_in_sync_group`). Gradients are summed across replicas by the optimizer, and the training

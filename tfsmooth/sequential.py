@@ -110,14 +110,14 @@ def _t_radius(sigma: float, p_a_lower: float, p_b_upper: float) -> float:
     return 0.5 * sigma * float(scipy_stats.norm.ppf(p_a_lower) - scipy_stats.norm.ppf(p_b_upper))
 
 
-def _unanimous_radius(n_max: int, looks: int, alpha: float, sigma: float, split: float, r_1: float) -> float:
-    """The radius a unanimous vote of n_max draws decides at the last of `looks` looks (CERTIFY: +inf if it decides
-    r_1, else -inf)."""
+def _unanimous_decides(n_max: int, looks: int, alpha: float, sigma: float, split: float, r_1: float) -> bool:
+    """Whether a unanimous vote of n_max draws decides r_1 at the last of `looks` looks, by the decision rule's own
+    comparison (CERTIFY: p_lower >= Phi(r_1 / sigma); T-CERTIFY: its radius >= r_1)."""
     lower = stats.clopper_pearson_lower(n_max, n_max, alpha * split / looks)
-    if split >= 1.0:  # the decision rule's own comparison, p_lower >= Phi(r / sigma), decides ties
-        return np.inf if lower >= scipy_stats.norm.cdf(r_1 / sigma) else -np.inf
+    if split >= 1.0:
+        return bool(lower >= scipy_stats.norm.cdf(r_1 / sigma))
     upper = min(stats.clopper_pearson_upper(0, n_max, alpha * (1.0 - split) / looks), 1.0 - lower)
-    return _t_radius(sigma, lower, upper)
+    return _t_radius(sigma, lower, upper) >= r_1
 
 
 def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block: int = 100,
@@ -130,7 +130,7 @@ def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block
     n_max = n_first
     while True:
         looks = look_schedule(n_first, n_max, noise_block)
-        if _unanimous_radius(n_max, len(looks), alpha, sigma, split, r_1) >= r_1:
+        if _unanimous_decides(n_max, len(looks), alpha, sigma, split, r_1):
             return n_max
         n_max *= 2
 
@@ -175,8 +175,7 @@ class SequentialTest:
         self.alpha_look = self.alpha * self.split / len(self.looks)  # spent on p_A at each look
         self.alpha_look_b = self.alpha * (1.0 - self.split) / len(self.looks)  # on p_B ("t-certify")
         self.thresholds = scipy_stats.norm.cdf(np.asarray(self.radii) / self.sigma)  # q_k
-        if _unanimous_radius(self.n_max, len(self.looks), self.alpha, self.sigma, self.split,
-                             self.radii[0]) < self.radii[0]:
+        if not _unanimous_decides(self.n_max, len(self.looks), self.alpha, self.sigma, self.split, self.radii[0]):
             minimum = min_n_max(self.alpha, self.radii, self.sigma, self.n_first, self.noise_block, self.method,
                                 self.alpha_split)
             raise ValueError(f"n_max={self.n_max} is too small to ever certify radius {self.radii[0]} at alpha="
@@ -184,7 +183,6 @@ class SequentialTest:
         self.look = 0  # looks done
         self.best_lower = 0.0  # max over looks of L_l
         self.best_upper_b = 1.0  # min over looks of U_l ("t-certify")
-        self._count_b = 0  # the runner-up's count at the last look ("t-certify")
         self.decided = 0  # number of targets decided (r_1 .. r_decided certified)
         self.stopped = False
 
@@ -210,14 +208,14 @@ class SequentialTest:
             if count_b is None or not 0 <= int(count_b) <= n - count_a:
                 raise ValueError(f"t-certify needs count_b, the runner-up's count, in [0, {n - count_a}], got "
                                  f"{count_b!r}")
-            self._count_b = int(count_b)
-            self.best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(self._count_b, n, self.alpha_look_b))
+            count_b = int(count_b)
+            self.best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(count_b, n, self.alpha_look_b))
             self.decided = int(np.sum(np.asarray(self.radii) <= self.t_radius))
         self.look += 1
-        self.stopped = self.decided == len(self.radii) or self._futile(count_a, n) or self.look == len(self.looks)
+        self.stopped = self.decided == len(self.radii) or self._futile(count_a, count_b, n) or self.look == len(self.looks)
         return self.stopped
 
-    def _futile(self, count_a: int, n: int) -> bool:
+    def _futile(self, count_a: int, count_b: Optional[int], n: int) -> bool:
         """Whether the next undecided target is out of reach of any further look (module docstring)."""
         if self.decided == len(self.radii):
             return False
@@ -227,7 +225,7 @@ class SequentialTest:
         if self.num_classes is None or upper_a >= 1.0:
             return False
         least_b = max((1.0 - upper_a) / (self.num_classes - 1),
-                      stats.clopper_pearson_lower(self._count_b, n, self.alpha_look_b))
+                      stats.clopper_pearson_lower(count_b, n, self.alpha_look_b))
         return _t_radius(self.sigma, upper_a, least_b) < self.radii[self.decided]
 
     @property
