@@ -42,27 +42,78 @@ def test_iter_counts_takes_passes_across_examples_in_order_and_pads_the_last():
     np.testing.assert_allclose(sigma[image_of_block], 0.1 * (keys + 1))
 
 
-def test_each_example_gets_its_share_of_the_passes_it_used_not_the_gap_between_rows(monkeypatch):
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_each_example_gets_its_share_of_the_passes_it_used_not_the_gap_between_rows(monkeypatch, in_flight):
     # 6 examples of 2 blocks, 10 blocks per pass: pass 1 holds examples 0-4, pass 2 example 5 alone.
-    # A fake clock makes each pass last exactly 1 s: examples 0-4 get 2/10 of pass 1, example 5 all of pass 2.
-    ticks = {"now": 0.0}  # every perf_counter() read advances 0.5 s, and so does each pass
-
-    def fake_clock():
-        ticks["now"] += 0.5
-        return ticks["now"]
-
-    monkeypatch.setattr(counting.time, "perf_counter", fake_clock)
+    # A fake clock makes each pass last exactly 1 s and the consumer spend 5 s on every row: examples 0-4 get 2/10
+    # of pass 1, example 5 all of pass 2, whatever the number of passes in flight.
+    ticks = {"now": 0.0}
+    monkeypatch.setattr(counting.time, "perf_counter", lambda: ticks["now"])
 
     def run_pass(*args):
-        ticks["now"] += 0.5  # with the two reads around it: 1 s per pass
+        ticks["now"] += 1.0
         return _fake_pass([], 0.0)(*args)
 
     examples = [(k, np.zeros((2, 2, 1), np.float32), 0.25) for k in range(6)]
-    out = list(counting.iter_counts(examples, ((noise.STREAM_SELECTION, 100), (noise.STREAM_ESTIMATION, 100)),
-                                    noise_block=100, batch_size=1000, num_classes=3, seed=0, run_pass=run_pass))
-    seconds = np.array([s for _, _, s in out])
+    seconds = []
+    for _, _, spent in counting.iter_counts(examples, ((noise.STREAM_SELECTION, 100), (noise.STREAM_ESTIMATION, 100)),
+                                            noise_block=100, batch_size=1000, num_classes=3, seed=0,
+                                            run_pass=run_pass, in_flight=in_flight):
+        seconds.append(spent)
+        ticks["now"] += 5.0  # the consumer's own work (writing the row) is nobody's pass time
     np.testing.assert_allclose(seconds, [0.2, 0.2, 0.2, 0.2, 0.2, 1.0])
-    assert seconds.sum() == pytest.approx(2.0)  # the shares add up to the passes' time
+    assert sum(seconds) == pytest.approx(2.0)  # the shares add up to the passes' time
+
+
+class _AsyncHandle:
+    """What an asynchronous device returns: the counts exist only once read."""
+
+    def __init__(self, log, number, counts):
+        self.log, self.number, self.counts = log, number, counts
+
+    def numpy(self):
+        self.log.append(("read", self.number))
+        return self.counts
+
+
+@pytest.mark.parametrize("devices,in_flight", [(1, None), (2, None), (3, 2), (2, 1)])
+def test_passes_are_dispatched_round_robin_before_earlier_ones_are_read(devices, in_flight):
+    log, runs = [], []
+    for d in range(devices):
+        def run_pass(*args, device=d):
+            number = sum(1 for event in log if event[0] == "dispatch")
+            log.append(("dispatch", number, device))
+            return _AsyncHandle(log, number, _fake_pass([], 0.0)(*args))
+        runs.append(run_pass)
+    examples = [(k, np.zeros((2, 2, 1), np.float32), 0.25) for k in range(7)]
+    out = list(counting.iter_counts(examples, ((noise.STREAM_PREDICT, 300),), noise_block=100, batch_size=200,
+                                    num_classes=3, seed=0, run_pass=runs if devices > 1 else runs[0],
+                                    in_flight=in_flight))
+    depth = devices + 1 if in_flight is None else in_flight
+    # 21 blocks, 2 per pass: 11 passes, each dispatched once and read once, in order
+    dispatches = [e for e in log if e[0] == "dispatch"]
+    assert [e[1] for e in dispatches] == list(range(11))
+    assert [e[2] for e in dispatches] == [p % devices for p in range(11)]  # pass p on device p mod D
+    assert [e[1] for e in log if e[0] == "read"] == list(range(11))
+    for p in range(11):  # when pass p is read, exactly min(p + depth, 11) passes have been dispatched
+        at = log.index(("read", p))
+        assert sum(1 for e in log[:at] if e[0] == "dispatch") == min(p + depth, 11)
+    # and the answers are the unpipelined scheduler's
+    assert [k for k, _, _ in out] == list(range(7))
+    assert all(c[noise.STREAM_PREDICT].tolist() == [300, 0, 0] for _, c, _ in out)
+
+
+@pytest.mark.parametrize("bad", [[], (), "not callable", ["x"]])
+def test_iter_counts_refuses_no_pass_function(bad):
+    with pytest.raises(ValueError, match="run_pass"):
+        list(counting.iter_counts([], ((noise.STREAM_PREDICT, 10),), noise_block=10, batch_size=10, num_classes=3,
+                                  seed=0, run_pass=bad))
+
+
+def test_iter_counts_refuses_in_flight_below_one():
+    with pytest.raises(ValueError, match="in_flight"):
+        list(counting.iter_counts([], ((noise.STREAM_PREDICT, 10),), noise_block=10, batch_size=10, num_classes=3,
+                                  seed=0, run_pass=_fake_pass([], 0.0), in_flight=0))
 
 
 def test_certificates_report_their_seconds_and_the_seed_drawn():

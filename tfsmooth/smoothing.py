@@ -161,6 +161,11 @@ class SmoothedClassifier:
             max |difference| 1.74), so the noise stays outside the XLA cluster and is the same with or without
             it; the logits may differ by float rounding of fused kernels, so counts can differ only where a draw
             lies on a decision boundary. Default False.
+        devices: the devices the noisy forward passes are spread over (`tfsmooth.counting.resolve_devices`): None
+            (default, TensorFlow's placement: one device), "all" (every local GPU, or the CPU devices where there is
+            none), or names such as "GPU:0,GPU:1". Pass p of a job runs on device p mod D, up to D + 1 passes are
+            in flight (the host prepares the next while the devices run, `tfsmooth.counting.iter_counts`), and the
+            counts are the same as on one device of the same kind (same seed, same counts).
 
     The noisy forward passes use `tfsmooth.models.folding.fold_batch_norm(base_model)`: each
     Conv2D + BatchNormalization pair runs as one fused convolution (about 20% faster on CPU), with
@@ -169,12 +174,13 @@ class SmoothedClassifier:
     Raises:
         ValueError: if base_model is a file path or not callable, sigma is not a number > 0 (a string is
             refused), num_classes < 2, noise_block < 1, parallel_passes < 1, compute_dtype is not "float32"
-            or "bfloat16" (or is "bfloat16" for a subclassed model), or the model's output size is
-            known and differs from num_classes.
+            or "bfloat16" (or is "bfloat16" for a subclassed model), devices names no device of this process
+            (or one twice), or the model's output size is known and differs from num_classes.
     """
 
     def __init__(self, base_model, num_classes: int, sigma: float, *, noise_block: int = 100,
-                 compute_dtype: str = "float32", parallel_passes: Optional[int] = None, jit_compile: bool = False):
+                 compute_dtype: str = "float32", parallel_passes: Optional[int] = None, jit_compile: bool = False,
+                 devices: Union[None, str, Sequence[str]] = None):
         if isinstance(base_model, (str, bytes, os.PathLike)):
             raise ValueError(f"base_model must be a Keras model, got the path {base_model!r}: load it first with "
                              "tfsmooth.load_model(path) or tfsmooth.models.io.load_base_model(path)")
@@ -198,6 +204,7 @@ class SmoothedClassifier:
         if not isinstance(jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False, got {jit_compile!r}")
         self.jit_compile = jit_compile
+        self.devices = counting.resolve_devices(devices)
         self._count_fns = {}
 
     # ----------------------------------------------------------------------------------- CERTIFY
@@ -525,22 +532,26 @@ class SmoothedClassifier:
                                     run_pass=self._pass_fn(min(self.parallel_passes, per_pass)))
 
     def _pass_fn(self, parallel_passes):
-        """The forward pass for `counting.iter_counts`: `counting.pass_function`, compiled once per
-        (image shape, concurrency level). Never more concurrent passes than blocks: an empty group
-        would run the model on an empty batch."""
+        """The forward passes for `counting.iter_counts`, one per device of `self.devices` (a single one for
+        TensorFlow's placement): `counting.pass_function`, compiled once per (image shape, concurrency level,
+        device). Each returns the counts tensor without waiting for it, so the scheduler can dispatch the next pass
+        first. Never more concurrent passes than blocks: an empty group would run the model on an empty batch."""
 
-        def run(images, *rest):
-            key = (tuple(int(d) for d in images.shape[1:]), parallel_passes)
-            if key not in self._count_fns:
-                model = self._view.model
-                if self.jit_compile:
-                    model = _XlaForward(model)
-                self._count_fns[key] = counting.pass_function(
-                    model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
-                    parallel_passes=parallel_passes)
-            return self._count_fns[key](images, *rest).numpy()
+        def on(device):
+            def run(images, *rest):
+                key = (tuple(int(d) for d in images.shape[1:]), parallel_passes, device)
+                if key not in self._count_fns:
+                    model = self._view.model
+                    if self.jit_compile:
+                        model = _XlaForward(model)
+                    self._count_fns[key] = counting.pass_function(
+                        model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
+                        parallel_passes=parallel_passes, device=device)
+                return self._count_fns[key](images, *rest)
 
-        return run
+            return run
+
+        return [on(device) for device in (self.devices or (None,))]
 
     # -------------------------------------------------------------------------------- validation
     @property
