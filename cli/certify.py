@@ -26,9 +26,10 @@ def _common_options(function):
         click.option("--restart", is_flag=True, default=False,
                      help="Delete OUT and its record and start over instead of resuming."),
         click.option("--devices", default=None, metavar="all|NAMES",
-                     help="Spread the noisy forward passes over devices: 'all' (every local GPU) or names such as "
-                          "GPU:0,GPU:1; pass p runs on device p mod D. Default: TensorFlow's placement (one device). "
-                          "Rows do not depend on it: a rerun may change it."),
+                     help="Spread the noisy forward passes over devices of one kind: 'all' (every local GPU; the "
+                          "CPU devices where there is none) or names such as GPU:0,GPU:1; pass p runs on device p "
+                          "mod D. Default: TensorFlow's placement (one device). Rows do not depend on it: a rerun "
+                          "may change it."),
         click.option("--compute-dtype", type=COMPUTE_DTYPE, default="float32",
                      show_default=True,
                      help="Arithmetic of the noisy forward passes; bfloat16 is ~2x faster on CPUs with "

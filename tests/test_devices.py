@@ -28,8 +28,10 @@ def _on_two_devices(path):
     model = models.small_cnn(3, input_shape=SHAPE)
     images = np.random.default_rng(1).uniform(size=(5, *SHAPE)).astype(np.float32)
     out = {}
-    for name, devices in (("default", None), ("one", ["CPU:0"]), ("two", "cpu:0,/device:CPU:1"), ("all", "all")):
-        smoothed = SmoothedClassifier(model, 3, 0.5, devices=devices, parallel_passes=1)
+    for name, devices, in_flight in (("default", None, None), ("one", ["CPU:0"], None),
+                                     ("two", "cpu:0,/device:CPU:1", None), ("all", "all", None),
+                                     ("pipelined", ["CPU:1", "CPU:0"], 3)):
+        smoothed = SmoothedClassifier(model, 3, 0.5, devices=devices, parallel_passes=1, in_flight=in_flight)
         # batch 300: 3 blocks per pass, 5 images x (1 + 4) blocks = 25 blocks = 9 passes, shared across images
         certificates = smoothed.certify_batch(images, n0=100, n=400, alpha=0.01, batch_size=300, seed=7)
         out[f"{name}_counts"] = np.stack([c.counts for c in certificates])
@@ -57,7 +59,7 @@ def two_devices(tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_devices_count_exactly_what_one_device_counts(two_devices):
-    for name in ("one", "two", "all"):
+    for name in ("one", "two", "all", "pipelined"):
         np.testing.assert_array_equal(two_devices[f"{name}_counts"], two_devices["default_counts"])
         np.testing.assert_array_equal(two_devices[f"{name}_selection"], two_devices["default_selection"])
     assert two_devices["default_counts"].sum(axis=1).tolist() == [400] * 5
@@ -98,6 +100,9 @@ def test_resolve_devices_names_the_devices_of_this_process():
     ([], "devices must be"),
     ("CPU:0,", "devices must be"),
     ([0], "devices must be"),
+    (0, "devices must be"),
+    (1.5, "devices must be"),
+    ("/job:worker/replica:0/task:3/device:CPU:0", "names another job or task"),
 ])
 def test_resolve_devices_refuses_bad_names(devices, match):
     from tfsmooth import SmoothedClassifier, counting
@@ -108,6 +113,32 @@ def test_resolve_devices_refuses_bad_names(devices, match):
 
     with pytest.raises(ValueError, match=match):
         SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25, devices=devices)
+
+
+def test_resolve_devices_refuses_devices_of_two_kinds(monkeypatch):
+    import tensorflow as tf
+
+    from tfsmooth import counting
+
+    fake = [tf.config.LogicalDevice("/device:CPU:0", "CPU"), tf.config.LogicalDevice("/device:GPU:0", "GPU"),
+            tf.config.LogicalDevice("/device:GPU:1", "GPU")]
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: [d for d in fake if kind is None or d.device_type == kind])
+    assert counting.resolve_devices("all") == ("/device:GPU:0", "/device:GPU:1")
+    assert counting.resolve_devices("gpu:1,GPU:0") == ("/device:GPU:1", "/device:GPU:0")
+    with pytest.raises(ValueError, match="mix device kinds"):
+        counting.resolve_devices("GPU:0,CPU:0")
+
+
+def test_in_flight_defaults_to_one_on_cpus_and_is_checked():
+    import fixtures
+
+    from tfsmooth import SmoothedClassifier
+
+    assert SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25, devices="CPU:0")._in_flight() == 1
+    assert SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25, in_flight=4)._in_flight() == 4
+    with pytest.raises(ValueError, match="in_flight"):
+        SmoothedClassifier(fixtures.constant_classifier(), 10, 0.25, in_flight=0)
 
 
 if __name__ == "__main__":

@@ -145,8 +145,9 @@ def resolve_devices(devices) -> Optional[Tuple[str, ...]]:
         None, or a tuple of canonical names ("/device:GPU:0", ...), distinct, each a logical device of this process.
 
     Raises:
-        ValueError: for a name TensorFlow cannot parse, one without a device index, a device this process does not
-            have (the message lists the ones it has), a repeated device, or an empty list.
+        ValueError: for a name TensorFlow cannot parse, one without a device index, one of another job or task, a
+            device this process does not have (the message lists the ones it has), a repeated device, devices of
+            different kinds (a CPU and a GPU), an empty list, or a value that is neither a string nor a list.
     """
     if devices is None:
         return None
@@ -154,7 +155,12 @@ def resolve_devices(devices) -> Optional[Tuple[str, ...]]:
     if isinstance(devices, str) and devices.strip().lower() == "all":
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         return tuple(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
-    names = devices.split(",") if isinstance(devices, str) else list(devices)
+    if isinstance(devices, str):
+        names = devices.split(",")
+    elif isinstance(devices, (list, tuple)):
+        names = list(devices)
+    else:
+        names = []
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise ValueError(f"devices must be None, 'all' or device names such as 'GPU:0,GPU:1', got {devices!r}")
     resolved = []
@@ -166,12 +172,19 @@ def resolve_devices(devices) -> Optional[Tuple[str, ...]]:
         if spec is None or spec.device_type is None or spec.device_index is None:
             raise ValueError(f"devices: {name.strip()!r} is not a device name with an index such as 'GPU:0' "
                              f"(this process has {', '.join(local)})")
+        if spec.job not in (None, "localhost") or spec.replica not in (None, 0) or spec.task not in (None, 0):
+            raise ValueError(f"devices: {name.strip()!r} names another job or task: only this process's own devices "
+                             f"count ({', '.join(local)}); other machines take shards (`--shard`)")
         canonical = f"/device:{spec.device_type.upper()}:{spec.device_index}"
         if canonical not in local:
             raise ValueError(f"devices: {name.strip()!r} is not a device of this process (it has {', '.join(local)})")
         if canonical in resolved:
             raise ValueError(f"devices: {name.strip()!r} is listed twice")
         resolved.append(canonical)
+    kinds = {tf.DeviceSpec.from_string(name).device_type for name in resolved}
+    if len(kinds) > 1:
+        raise ValueError(f"devices: {', '.join(resolved)} mix device kinds ({', '.join(sorted(kinds))}); their kernels "
+                         "round differently, so which pass ran where would change the counts: name one kind")
     return tuple(resolved)
 
 
@@ -256,7 +269,9 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
 
     Raises:
         ValueError: if run_pass is an empty sequence or in_flight < 1; an image's sigma that is not a finite
-            number > 0 (when it is read).
+            number > 0 (when it is read). An error while reading the examples or dispatching a pass is raised
+            after the passes already in flight have been read and every example they complete has been yielded
+            (so a job writes the rows it finished, as the unpipelined scheduler did).
     """
     run_passes = tuple(run_pass) if isinstance(run_pass, (list, tuple)) else (run_pass,)
     if not run_passes or not all(callable(f) for f in run_passes):
@@ -268,28 +283,33 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
     flight = collections.deque()  # (take, handle, seconds of its dispatch), dispatched and not yet read
     open_jobs = collections.OrderedDict()  # slot -> [key, image, sigma, counts, blocks left, seconds]
     examples = iter(examples)
-    next_slot, exhausted, dispatched = 0, False, 0
+    next_slot, exhausted, dispatched, failure = 0, False, 0, None
     while True:
-        while len(flight) < in_flight:
-            while len(pending) < per_pass and not exhausted:
-                try:
-                    key, image, sigma = next(examples)
-                except StopIteration:
-                    exhausted = True
+        try:
+            while len(flight) < in_flight and failure is None:
+                while len(pending) < per_pass and not exhausted:
+                    try:
+                        key, image, sigma = next(examples)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    sigma = checks.check_sigma(sigma, f"sigma of the image with key {key}")
+                    pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
+                    counts = {stream: np.zeros(num_classes, np.int64) for stream, *_ in plan}
+                    open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t), 0.0]
+                    next_slot += 1
+                if not pending:
                     break
-                sigma = checks.check_sigma(sigma, f"sigma of the image with key {key}")
-                pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
-                counts = {stream: np.zeros(num_classes, np.int64) for stream, *_ in plan}
-                open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t), 0.0]
-                next_slot += 1
-            if not pending:
-                break
-            take = [pending.popleft() for _ in range(min(per_pass, len(pending)))]
-            start = time.perf_counter()
-            handle = _dispatch(open_jobs, take, per_pass, seed, run_passes[dispatched % len(run_passes)])
-            flight.append((take, handle, time.perf_counter() - start))
-            dispatched += 1
+                take = [pending.popleft() for _ in range(min(per_pass, len(pending)))]
+                start = time.perf_counter()
+                handle = _dispatch(open_jobs, take, per_pass, seed, run_passes[dispatched % len(run_passes)])
+                flight.append((take, handle, time.perf_counter() - start))
+                dispatched += 1
+        except Exception as error:  # noqa: BLE001 -- re-raised below, once the passes in flight are yielded
+            failure = error  # a bad example or a failed dispatch: finish what was started, then raise it
         if not flight:
+            if failure is not None:
+                raise failure
             return
         take, handle, charge = flight.popleft()
         start = time.perf_counter()
