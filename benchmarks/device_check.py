@@ -10,7 +10,10 @@ On a machine with a GPU (TensorFlow sees it), in one short run (a few minutes, n
    so the counts must be equal wherever no draw lies near a decision boundary, where float rounding of another
    device's kernels could flip an argmax. The margin (top-1 minus top-2 logit, float32 on the CPU) of every draw is
    computed; the check passes when every image whose smallest margin exceeds `--margin` has equal counts (images
-   with a draw closer to the boundary are reported, not judged).
+   with a draw closer to the boundary are reported, not judged);
+3. with more than one GPU, all of them in one `SmoothedClassifier(devices="all")` (pass p on GPU p mod D, D + 1 passes
+   in flight): samples/s at `--multi-batch` against GPU:0 alone, and its counts against GPU:0's on the images judged
+   in step 2 (every draw's margin > `--margin`: kernel roundings cannot flip them).
 
     bash benchmarks/device_check.sh                  # on the GPU machine
     .venv/bin/python benchmarks/device_check.py --allow-cpu --batches 400,1000 --num 4000 --images 2  # smoke test
@@ -73,6 +76,22 @@ def margins(base, image, key, sigma, n, seed, noise_block=100):
     return top2[:, 1] - top2[:, 0], np.bincount(logits.argmax(axis=1), minlength=logits.shape[1])
 
 
+def all_devices(base, images, judged, batch, num, sigma, n, seed):
+    """(samples/s on GPU:0, samples/s on every GPU, whether the counts of the `judged` images on every GPU equal
+    GPU:0's): `SmoothedClassifier`'s own scheduling on devices=["GPU:0"] against devices="all"."""
+    rates = []
+    for devices in (["GPU:0"], "all"):
+        smoothed = SmoothedClassifier(base, 10, 0.25, devices=devices)
+        smoothed.sample_counts(images[:1], batch * (len(smoothed.devices) + 1), batch_size=batch, seed=0)  # warm up
+        start = time.perf_counter()
+        smoothed.sample_counts(images[:1], max(num, batch), batch_size=batch, seed=1)
+        rates.append(max(num, batch) / (time.perf_counter() - start))
+    keys = list(range(len(images)))
+    one, every = (SmoothedClassifier(base, 10, sigma, devices=devices).sample_counts(
+        images, n, batch_size=1000, seed=seed, keys=keys) for devices in (["GPU:0"], "all"))
+    return rates[0], rates[1], bool(np.array_equal(one[judged], every[judged]))
+
+
 def counts_on(base, images, keys, device, sigma, n, seed):
     with tf.device(device):
         smoothed = SmoothedClassifier(base, 10, sigma)
@@ -91,6 +110,7 @@ def main():
     parser.add_argument("--sigma", type=float, default=0.12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin", type=float, default=1e-3)
+    parser.add_argument("--multi-batch", type=int, default=5000, help="batch of the all-GPUs measurement")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (smoke test of this script)")
     args = parser.parse_args()
 
@@ -121,7 +141,7 @@ def main():
     keys = list(range(args.images))
     on_device = counts_on(base, images, keys, device, args.sigma, args.n, args.seed)
     on_cpu = counts_on(base, images, keys, "/CPU:0", args.sigma, args.n, args.seed)
-    judged, equal, failures = 0, 0, []
+    judged, equal, failures, far = 0, 0, [], []
     print(f"\nCounts, {device} vs CPU (seed {args.seed}, sigma {args.sigma}, n {args.n}):\n")
     print("| image | smallest margin | equal | differing draws |")
     print("| ---: | ---: | :---: | ---: |")
@@ -135,6 +155,7 @@ def main():
         differing = int(np.abs(on_device[k] - on_cpu[k]).sum() // 2)
         print(f"| {k} | {margin:.2e} | {'yes' if same else 'no'} | {differing} |")
         if margin > args.margin:
+            far.append(k)
             judged += 1
             equal += same
             if not same:
@@ -142,6 +163,14 @@ def main():
     verdict = "PASS" if not failures else f"FAIL (images {failures})"
     print(f"\n{verdict}: {equal} of {judged} images with every margin > {args.margin} have equal counts "
           f"({args.images - judged} near a boundary, not judged).")
+    if len(gpus) > 1:
+        one, every, same = all_devices(base, images, far, args.multi_batch, args.num, args.sigma, args.n, args.seed)
+        print(f"\nAll {len(gpus)} GPUs in one SmoothedClassifier(devices='all'), batch {args.multi_batch}: "
+              f"{every:,.0f} samples/s against {one:,.0f} on GPU:0 alone ({every / one:.2f}x); counts of the "
+              f"{len(far)} judged images equal to GPU:0's: {'yes' if same else 'NO'}.")
+        failures += [] if same else ["all GPUs"]
+    else:
+        print(f"\n{len(gpus)} GPU(s): the all-GPUs check (devices='all') needs two or more; not run.")
     return 1 if failures else 0
 
 

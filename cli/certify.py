@@ -25,6 +25,11 @@ def _common_options(function):
         click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True),
         click.option("--restart", is_flag=True, default=False,
                      help="Delete OUT and its record and start over instead of resuming."),
+        click.option("--devices", default=None, metavar="all|NAMES",
+                     help="Spread the noisy forward passes over devices of one kind: 'all' (every local GPU; the "
+                          "CPU devices where there is none) or names such as GPU:0,GPU:1; pass p runs on device p "
+                          "mod D. Default: TensorFlow's placement (one device). Rows do not depend on it: a rerun "
+                          "may change it."),
         click.option("--compute-dtype", type=COMPUTE_DTYPE, default="float32",
                      show_default=True,
                      help="Arithmetic of the noisy forward passes; bfloat16 is ~2x faster on CPUs with "
@@ -67,7 +72,7 @@ def _parse_radii(ctx, param, value):
 
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
          data_dir, shard, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog",
-         radii=None, sigma_select="agree"):
+         radii=None, sigma_select="agree", devices=None):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
@@ -82,7 +87,8 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                                       data_dir=data_dir, compute_dtype=compute_dtype, method=method,
                                       alpha_split=alpha_split, sigma_grid=sigma_grid, n_select=n_select,
                                       sigma_select=sigma_select,
-                                      allocation=allocation, shard=shard, radii=radii) for method in methods]
+                                      allocation=allocation, shard=shard, radii=radii, devices=devices)
+                   for method in methods]
         out = outs[0]
         rows_file = jobs.unallocated_path(out) if sigma_grid is not None else out
         progress = Progress(jobs.selected_count(configs[0]),
@@ -142,7 +148,7 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
 @click.option("--n-max", type=COUNT, default=None, help="[--sequential] budget of estimation draws (default: --n).")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
             data_dir, shard, methods, alpha_split, sigma_grid, n_select, sigma_select, allocation, sequential, radii,
-            n_max):
+            n_max, devices):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
@@ -156,7 +162,7 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
         raise click.UsageError("--n-max is the budget of --sequential certification; without it use --n")
     _run("certify", model, sigma, n0, n_max if n_max is not None else n, alpha, batch, skip, max_index, outs, seed,
          restart, compute_dtype, dataset, split, data_dir, shard, methods, alpha_split, sigma_grid, n_select,
-         allocation, radii if sequential else None, sigma_select)
+         allocation, radii if sequential else None, sigma_select, devices)
 
 
 @click.command()
@@ -164,11 +170,11 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
 @click.option("--n", type=COUNT, default=1000, show_default=True, help="Noisy draws.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output TSV; rerunning on it resumes.")
 def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split, data_dir,
-            shard):
+            shard, devices):
     """Predict with the smoothed classifier of MODEL on a data set (PREDICT, Cohen et al. 2019).
 
     Abstains (-1) unless a two-sided binomial test separates the top two classes at level ALPHA.
     Writes `idx label predict correct time`.
     """
     _run("predict", model, sigma, 1, n, alpha, batch, skip, max_index, (out,), seed, restart, compute_dtype, dataset,
-         split, data_dir, shard)
+         split, data_dir, shard, devices=devices)

@@ -1,7 +1,8 @@
 """Test set-up shared by all tests.
 
 * `tfsmooth.cli` is packaged from the top-level `cli/` directory (setup.py `package_dir`). When
-  the tests run against the source tree instead of an installed package, map it here.
+  the tests run against the source tree instead of an installed package (or an editable install of
+  another checkout), map it here.
 * `cifar_dir` locates the real CIFAR-10 binary files: $TFSMOOTH_DATA_DIR, else ../shared/data.
 """
 
@@ -16,14 +17,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-try:
-    import tfsmooth.cli  # noqa: F401  (installed package)
-except ImportError:
+def _cli_of_this_tree():
+    """`tfsmooth.cli` from this tree's cli/: the installed package's when it is this tree's, else mapped here (no
+    install, or an editable install of another checkout while PYTHONPATH points at this one)."""
+    try:
+        import tfsmooth.cli as installed
+        if pathlib.Path(installed.__file__).resolve().parent == ROOT / "cli":
+            return
+    except ImportError:
+        pass
+    for name in [name for name in sys.modules if name == "tfsmooth.cli" or name.startswith("tfsmooth.cli.")]:
+        del sys.modules[name]
     spec = importlib.util.spec_from_file_location(
         "tfsmooth.cli", ROOT / "cli" / "__init__.py", submodule_search_locations=[str(ROOT / "cli")])
     module = importlib.util.module_from_spec(spec)
     sys.modules["tfsmooth.cli"] = module
     spec.loader.exec_module(module)
+
+
+_cli_of_this_tree()
 
 
 def _cifar_dir():

@@ -118,6 +118,33 @@ def test_certify_interrupted_and_rerun_gives_the_same_rows(threshold_model_file,
     assert _rows_without_time(broken) == _rows_without_time(full)
 
 
+def test_certify_resumed_on_named_devices_gives_the_same_rows(threshold_model_file, tmp_path):
+    # --devices is not part of the run record: a run started on TensorFlow's placement resumes on named devices
+    # (here the one CPU; tests/test_devices.py spreads passes over two) with the same rows.
+    full, broken = tmp_path / "full.tsv", tmp_path / "broken.tsv"
+    assert _invoke(*CERTIFY, threshold_model_file, "--out", full).exit_code == 0
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_four(row, seen=[]):
+        seen.append(row)
+        if len(seen) == 4:
+            raise Stop()
+
+    config = jobs.CertifyConfig(model=threshold_model_file, dataset="cifar10_sample", sigma=0.25, n0=20, n=200,
+                                batch=200, skip=100, seed=4)
+    with pytest.raises(Stop):
+        jobs.certify_dataset(config, str(broken), on_row=stop_after_four)
+    result = _invoke(*CERTIFY, threshold_model_file, "--out", broken, "--devices", "all")
+    assert result.exit_code == 0, result.output
+    assert "6 new rows" in result.output
+    assert _rows_without_time(broken) == _rows_without_time(full)
+    result = _invoke("predict", "--dataset", "cifar10_sample", "--sigma", "0.25", "--n", "100", "--batch", "100",
+                     "--skip", "250", "--devices", "cpu:0", threshold_model_file, "--out", tmp_path / "p.tsv")
+    assert result.exit_code == 0, result.output
+
+
 def test_certify_rows_depend_on_the_seed_and_match_the_library(threshold_model_file, tmp_path):
     images = {idx: (image, label) for idx, image, label in
               data.select_examples(data.load_dataset("cifar10_sample", "test"), skip=100)}
@@ -228,6 +255,8 @@ def test_predict_writes_predict_columns(model_file, tmp_path):
     (("--max", "0"), "0 selects no example"),
     (("--dataset", "imagenet"), "imagenet"),
     (("--dataset", "cifar10", "--data-dir", "/nonexistent/dir"), "/nonexistent/dir"),
+    (("--devices", "GPU:7"), "'GPU:7' is not a device of this process"),
+    (("--devices", "CPU"), "not a device name with an index"),
 ])
 def test_certify_bad_arguments_fail_cleanly_without_output(model_file, tmp_path, change, message):
     out = tmp_path / "cert.tsv"

@@ -26,9 +26,10 @@ Units: pixels float32 in [0, 1]; sigma l2 per pixel on that scale.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import time
-from typing import Callable, Iterable, Iterator, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -132,8 +133,69 @@ def _count_group(base_model, images, image_of_block, seeds, valid, block_sigma, 
     return tf.reduce_sum(one_hot, axis=1)
 
 
-def pass_function(base_model, image_shape, *, noise_block: int, num_classes: int, parallel_passes: int):
+def resolve_devices(devices) -> Optional[Tuple[str, ...]]:
+    """The devices the noisy forward passes are spread over (`iter_counts`: pass p runs on device p mod D).
+
+    Args:
+        devices: None (TensorFlow's own placement: one device, a GPU if there is one); "all": every local logical
+            GPU, or every logical CPU device where there is no GPU; or device names, a sequence or one
+            comma-separated string ("GPU:0,GPU:1", "/device:GPU:0", "cpu:0"; case-insensitive).
+
+    Returns:
+        None, or a tuple of canonical names ("/device:GPU:0", ...), distinct, each a logical device of this process.
+
+    Raises:
+        ValueError: for a name TensorFlow cannot parse, one without a device index, one of another job or task, a
+            device this process does not have (the message lists the ones it has), a repeated device, devices of
+            different kinds (a CPU and a GPU), an empty list, or a value that is neither a string nor a list.
+    """
+    if devices is None:
+        return None
+    local = [d.name for d in tf.config.list_logical_devices()]
+    if isinstance(devices, str) and devices.strip().lower() == "all":
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        return tuple(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+    if isinstance(devices, str):
+        names = devices.split(",")
+    elif isinstance(devices, (list, tuple)):
+        names = list(devices)
+    else:
+        names = []
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(f"devices must be None, 'all' or device names such as 'GPU:0,GPU:1', got {devices!r}")
+    resolved = []
+    for name in names:
+        try:
+            spec = tf.DeviceSpec.from_string(name.strip())
+        except ValueError:
+            spec = None
+        if spec is None or spec.device_type is None or spec.device_index is None:
+            raise ValueError(f"devices: {name.strip()!r} is not a device name with an index such as 'GPU:0' "
+                             f"(this process has {', '.join(local)})")
+        if spec.job not in (None, "localhost") or spec.replica not in (None, 0) or spec.task not in (None, 0):
+            raise ValueError(f"devices: {name.strip()!r} names another job or task: only this process's own devices "
+                             f"count ({', '.join(local)}); other machines take shards (`--shard`)")
+        canonical = f"/device:{spec.device_type.upper()}:{spec.device_index}"
+        if canonical not in local:
+            raise ValueError(f"devices: {name.strip()!r} is not a device of this process (it has {', '.join(local)})")
+        if canonical in resolved:
+            raise ValueError(f"devices: {name.strip()!r} is listed twice")
+        resolved.append(canonical)
+    kinds = {tf.DeviceSpec.from_string(name).device_type for name in resolved}
+    if len(kinds) > 1:
+        raise ValueError(f"devices: {', '.join(resolved)} mix device kinds ({', '.join(sorted(kinds))}); their kernels "
+                         "round differently, so which pass ran where would change the counts: name one kind")
+    return tuple(resolved)
+
+
+def pass_function(base_model, image_shape, *, noise_block: int, num_classes: int, parallel_passes: int,
+                  device: Optional[str] = None):
     """A compiled forward pass of the host scheduler (`iter_counts`).
+
+    Args:
+        device: where the pass runs (a TensorFlow device name such as "/GPU:1"), or None (default): TensorFlow's
+            own placement. The base model's variables stay where they are; a pass on another device reads them
+            there (TensorFlow copies them for the pass: ~1 MB for a CIFAR-10 ResNet-20).
 
     Returns:
         A `tf.function` (images float32 [B, H, W, C], image_of_block int32 [M], keys int64 [M],
@@ -144,7 +206,7 @@ def pass_function(base_model, image_shape, *, noise_block: int, num_classes: int
             tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64)]
 
-    return tf.function(_Pass(base_model, noise_block, num_classes, parallel_passes), input_signature=spec)
+    return tf.function(_Pass(base_model, noise_block, num_classes, parallel_passes, device), input_signature=spec)
 
 
 class _Pass:
@@ -152,29 +214,47 @@ class _Pass:
     code object for its "excessive retracing" warning, so closures of one function traced once per
     `SmoothedClassifier` would add up and warn after five classifiers; an object is its own key."""
 
-    def __init__(self, base_model, noise_block, num_classes, parallel_passes):
+    def __init__(self, base_model, noise_block, num_classes, parallel_passes, device=None):
         self.base_model, self.noise_block = base_model, noise_block
-        self.num_classes, self.parallel_passes = num_classes, parallel_passes
+        self.num_classes, self.parallel_passes, self.device = num_classes, parallel_passes, device
 
     def __call__(self, images, image_of_block, keys, streams, block_index, valid, sigma, seed):
-        seeds = noise.block_seeds(seed, keys, streams, block_index)
-        return count_blocks(self.base_model, images, image_of_block, seeds, valid, sigma, block_size=self.noise_block,
-                            num_classes=self.num_classes, parallel_passes=self.parallel_passes)
+        with contextlib.ExitStack() as scope:
+            if self.device is not None:
+                scope.enter_context(tf.device(self.device))
+            seeds = noise.block_seeds(seed, keys, streams, block_index)
+            return count_blocks(self.base_model, images, image_of_block, seeds, valid, sigma,
+                                block_size=self.noise_block, num_classes=self.num_classes,
+                                parallel_passes=self.parallel_passes)
 
 
 def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *, noise_block: int,
                 batch_size: int, num_classes: int, seed: int,
-                run_pass: Callable[..., np.ndarray]) -> Iterator[Tuple[int, dict, float]]:
+                run_pass: Union[Callable[..., object], Sequence[Callable[..., object]]],
+                in_flight: Optional[int] = None) -> Iterator[Tuple[int, dict, float]]:
     """The host scheduler: yields (key, {stream: int64 [K] counts}, seconds) per example, in input order.
 
-    Examples are read lazily: a new example is read only while fewer than one pass of blocks wait,
-    so the queue holds at most one pass plus one example's blocks, a stream of any length runs in
-    constant memory, and an example is yielded as soon as its last block is counted.
+    Passes are *dispatched* before the counts of earlier ones are *read*: up to `in_flight` passes are
+    outstanding, and pass p goes to `run_pass[p % D]` (one callable per device, D of them). A pass function that
+    returns a device tensor without waiting for it (TensorFlow enqueues GPU kernels asynchronously; reading the
+    tensor, `.numpy()`, is what waits) lets the host prepare pass p + 1 -- and D devices compute D passes -- while
+    pass p runs: a double buffer. The counts read from every pass are added to its examples on the host (int64),
+    so the answers do not depend on D, on `in_flight` or on which device ran which pass -- only on
+    (seed, key, stream, sigma, noise_block), as the module docstring says (up to the devices' own roundings:
+    counts equal across devices of one kind). With synchronous pass functions (a CPU) the order of the work is
+    the same and only the reads are one pass later.
 
-    `seconds` is the example's share of the wall-clock time of the forward passes it took part in: a
-    pass of duration t holding b of the example's blocks among its B real blocks adds t * b / B (padding
-    blocks count for nobody). Summed over examples it is the total time of the passes, and it does not
-    depend on where a row lands in the output order.
+    Examples are read lazily: a new example is read only while fewer than one pass of blocks wait to be
+    dispatched, so the host holds at most `in_flight` + 1 passes of blocks plus one example's, a stream of any
+    length runs in constant memory, and an example is yielded as soon as the last pass holding one of its blocks
+    has been read.
+
+    `seconds` is the example's share of the wall-clock time of the passes it took part in: a pass is charged the
+    host's time in its dispatch (preparing the inputs and starting it; all of the pass on a synchronous device)
+    plus the time its read waited, so the charges add up to the counting's time without the reading of the
+    examples (which may itself count, e.g. sample-wise selection feeding certification); a pass holding b of the
+    example's blocks among its B real blocks adds charge * b / B (padding blocks count for nobody), independent
+    of where a row lands in the output order.
 
     Args:
         examples: (key, image float32 [H, W, C] in [0, 1], sigma) triples; key and image already
@@ -183,32 +263,58 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
         noise_block, batch_size, num_classes: as in `SmoothedClassifier`.
         seed: int in [0, 2**63).
         run_pass: the pass of `pass_function` (or any callable of the same signature returning
-            something with `.numpy()` or an array).
+            something with `.numpy()` or an array), or a non-empty sequence of them, one per device.
+        in_flight: most passes dispatched and not yet read, >= 1; None (default): D + 1 (every device busy and
+            one pass waiting). 1 is the unpipelined scheduler: each pass is read before the next is dispatched.
+
+    Raises:
+        ValueError: if run_pass is an empty sequence or in_flight < 1; an image's sigma that is not a finite
+            number > 0 (when it is read). An error while reading the examples or dispatching a pass is raised
+            after the passes already in flight have been read and every example they complete has been yielded
+            (so a job writes the rows it finished, as the unpipelined scheduler did).
     """
+    run_passes = tuple(run_pass) if isinstance(run_pass, (list, tuple)) else (run_pass,)
+    if not run_passes or not all(callable(f) for f in run_passes):
+        raise ValueError(f"run_pass must be a callable or a non-empty sequence of callables, got {run_pass!r}")
+    in_flight = len(run_passes) + 1 if in_flight is None else checks.check_count(in_flight, "in_flight")
     per_pass = blocks_per_pass(batch_size, noise_block)
     streams_t, index_t, valid_t = block_plan(plan, noise_block)
-    pending = collections.deque()  # (slot, stream, block_index, valid)
+    pending = collections.deque()  # (slot, stream, block_index, valid), not yet dispatched
+    flight = collections.deque()  # (take, handle, seconds of its dispatch), dispatched and not yet read
     open_jobs = collections.OrderedDict()  # slot -> [key, image, sigma, counts, blocks left, seconds]
     examples = iter(examples)
-    next_slot, exhausted = 0, False
+    next_slot, exhausted, dispatched, failure = 0, False, 0, None
     while True:
-        while len(pending) < per_pass and not exhausted:
-            try:
-                key, image, sigma = next(examples)
-            except StopIteration:
-                exhausted = True
-                break
-            sigma = checks.check_sigma(sigma, f"sigma of the image with key {key}")
-            pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
-            counts = {stream: np.zeros(num_classes, np.int64) for stream, *_ in plan}
-            open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t), 0.0]
-            next_slot += 1
-        if not pending:
+        try:
+            while len(flight) < in_flight and failure is None:
+                while len(pending) < per_pass and not exhausted:
+                    try:
+                        key, image, sigma = next(examples)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    sigma = checks.check_sigma(sigma, f"sigma of the image with key {key}")
+                    pending.extend(zip([next_slot] * len(streams_t), streams_t, index_t, valid_t))
+                    counts = {stream: np.zeros(num_classes, np.int64) for stream, *_ in plan}
+                    open_jobs[next_slot] = [key, image, sigma, counts, len(streams_t), 0.0]
+                    next_slot += 1
+                if not pending:
+                    break
+                take = [pending.popleft() for _ in range(min(per_pass, len(pending)))]
+                start = time.perf_counter()
+                handle = _dispatch(open_jobs, take, per_pass, seed, run_passes[dispatched % len(run_passes)])
+                flight.append((take, handle, time.perf_counter() - start))
+                dispatched += 1
+        except Exception as error:  # noqa: BLE001 -- re-raised below, once the passes in flight are yielded
+            failure = error  # a bad example or a failed dispatch: finish what was started, then raise it
+        if not flight:
+            if failure is not None:
+                raise failure
             return
-        take = [pending.popleft() for _ in range(min(per_pass, len(pending)))]
+        take, handle, charge = flight.popleft()
         start = time.perf_counter()
-        out = _host_pass(open_jobs, take, per_pass, seed, run_pass)
-        share = (time.perf_counter() - start) / len(take)
+        out = _read(handle, len(take))
+        share = (charge + time.perf_counter() - start) / len(take)
         for row, (slot, stream, _, _) in zip(out, take):
             job = open_jobs[slot]
             job[3][int(stream)] += row
@@ -219,7 +325,8 @@ def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *
             yield key, counts, seconds
 
 
-def _host_pass(open_jobs, take, per_pass, seed, run_pass):
+def _dispatch(open_jobs, take, per_pass, seed, run_pass):
+    """Starts one pass over the blocks `take`; returns what `run_pass` returns (read by `_read`)."""
     slots = sorted({t[0] for t in take})
     local = {s: i for i, s in enumerate(slots)}
     images = np.stack([open_jobs[s][1] for s in slots])
@@ -230,8 +337,13 @@ def _host_pass(open_jobs, take, per_pass, seed, run_pass):
     streams = np.array([t[1] for t in take] + [0] * pad, np.int64)
     block_index = np.array([t[2] for t in take] + [0] * pad, np.int64)
     valid = np.array([t[3] for t in take] + [0] * pad, np.int32)
-    out = run_pass(images, image_of_block, keys, streams, block_index, valid, sigma, np.int64(seed))
-    return np.asarray(out)[: len(take)].astype(np.int64)
+    return run_pass(images, image_of_block, keys, streams, block_index, valid, sigma, np.int64(seed))
+
+
+def _read(handle, real_blocks):
+    """The int64 [real_blocks, K] counts of a dispatched pass (waits for it: `.numpy()` of a device tensor)."""
+    out = handle.numpy() if hasattr(handle, "numpy") else handle
+    return np.asarray(out)[:real_blocks].astype(np.int64)
 
 
 def graph_counts(base_model, images, sigma, seed, plan: Plan, *, noise_block: int, batch_size: int,

@@ -303,7 +303,7 @@ class SampleWiseSmoothedClassifier:
     sample-wise classifier is the allocated r_j <= R_j of `allocate_radii` (module docstring), for this test set.
 
     Args:
-        base_model, num_classes, noise_block, compute_dtype, parallel_passes: as `SmoothedClassifier`.
+        base_model, num_classes, noise_block, compute_dtype, parallel_passes, devices: as `SmoothedClassifier`.
         sigma_grid: the noise levels (default `DEFAULT_SIGMA_GRID`), distinct, > 0.
 
     Raises:
@@ -311,10 +311,12 @@ class SampleWiseSmoothedClassifier:
     """
 
     def __init__(self, base_model, num_classes: int, sigma_grid: Sequence[float] = DEFAULT_SIGMA_GRID, *,
-                 noise_block: int = 100, compute_dtype: str = "float32", parallel_passes: Optional[int] = None):
+                 noise_block: int = 100, compute_dtype: str = "float32", parallel_passes: Optional[int] = None,
+                 devices=None):
         self.sigma_grid = check_sigma_grid(sigma_grid)
         self._smoothed = SmoothedClassifier(base_model, num_classes, self.sigma_grid[0], noise_block=noise_block,
-                                            compute_dtype=compute_dtype, parallel_passes=parallel_passes)
+                                            compute_dtype=compute_dtype, parallel_passes=parallel_passes,
+                                            devices=devices)
         self.num_classes = self._smoothed.num_classes
 
     def certify_batch(self, images, n0: int = 100, n: int = 100_000, alpha: float = 0.001,

@@ -161,6 +161,15 @@ class SmoothedClassifier:
             max |difference| 1.74), so the noise stays outside the XLA cluster and is the same with or without
             it; the logits may differ by float rounding of fused kernels, so counts can differ only where a draw
             lies on a decision boundary. Default False.
+        devices: the devices the noisy forward passes are spread over (`tfsmooth.counting.resolve_devices`): None
+            (default, TensorFlow's placement: one device), "all" (every local GPU, or the CPU devices where there is
+            none), or names of one kind such as "GPU:0,GPU:1". The classifier's p-th forward pass (counted across
+            calls) runs on device p mod D. The counts do not depend on it: on CPU devices they are bitwise those of
+            one device (tested); on GPUs, those of one GPU up to the kernels' roundings near decision boundaries.
+        in_flight: forward passes dispatched before the oldest one's counts are read (`tfsmooth.counting.iter_counts`),
+            >= 1. None (default): 1 where every device is a CPU (synchronous kernels: reading later gains nothing),
+            else D + 1, so that with asynchronous GPU kernels the host prepares the next pass while the devices
+            compute (expected to keep them busy; not yet measured on a GPU). The counts do not depend on it.
 
     The noisy forward passes use `tfsmooth.models.folding.fold_batch_norm(base_model)`: each
     Conv2D + BatchNormalization pair runs as one fused convolution (about 20% faster on CPU), with
@@ -169,12 +178,14 @@ class SmoothedClassifier:
     Raises:
         ValueError: if base_model is a file path or not callable, sigma is not a number > 0 (a string is
             refused), num_classes < 2, noise_block < 1, parallel_passes < 1, compute_dtype is not "float32"
-            or "bfloat16" (or is "bfloat16" for a subclassed model), or the model's output size is
-            known and differs from num_classes.
+            or "bfloat16" (or is "bfloat16" for a subclassed model), devices names no device of this process
+            (or one twice, or devices of two kinds), in_flight < 1, or the model's output size is known and differs
+            from num_classes.
     """
 
     def __init__(self, base_model, num_classes: int, sigma: float, *, noise_block: int = 100,
-                 compute_dtype: str = "float32", parallel_passes: Optional[int] = None, jit_compile: bool = False):
+                 compute_dtype: str = "float32", parallel_passes: Optional[int] = None, jit_compile: bool = False,
+                 devices: Union[None, str, Sequence[str]] = None, in_flight: Optional[int] = None):
         if isinstance(base_model, (str, bytes, os.PathLike)):
             raise ValueError(f"base_model must be a Keras model, got the path {base_model!r}: load it first with "
                              "tfsmooth.load_model(path) or tfsmooth.models.io.load_base_model(path)")
@@ -198,7 +209,10 @@ class SmoothedClassifier:
         if not isinstance(jit_compile, bool):
             raise ValueError(f"jit_compile must be True or False, got {jit_compile!r}")
         self.jit_compile = jit_compile
+        self.devices = counting.resolve_devices(devices)
+        self.in_flight = None if in_flight is None else stats.check_count(in_flight, "in_flight")
         self._count_fns = {}
+        self._passes = 0  # forward passes dispatched so far: the next one runs on device _passes mod D
 
     # ----------------------------------------------------------------------------------- CERTIFY
     def certify(self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: Optional[int] = None,
@@ -522,25 +536,49 @@ class SmoothedClassifier:
         per_pass = counting.blocks_per_pass(batch_size, self.noise_block)
         return counting.iter_counts(checked(), plan, noise_block=self.noise_block, batch_size=batch_size,
                                     num_classes=self.num_classes, seed=seed,
-                                    run_pass=self._pass_fn(min(self.parallel_passes, per_pass)))
+                                    run_pass=self._pass_fn(min(self.parallel_passes, per_pass)),
+                                    in_flight=self._in_flight())
+
+    def _in_flight(self):
+        """`in_flight` as given, else 1 when every device is a CPU, else D + 1 (see `__init__`)."""
+        if self.in_flight is not None:
+            return self.in_flight
+        if self.devices is None:
+            synchronous = not tf.config.list_logical_devices("GPU")
+        else:
+            synchronous = all(tf.DeviceSpec.from_string(name).device_type == "CPU" for name in self.devices)
+        return 1 if synchronous else len(self.devices or (None,)) + 1
 
     def _pass_fn(self, parallel_passes):
-        """The forward pass for `counting.iter_counts`: `counting.pass_function`, compiled once per
-        (image shape, concurrency level). Never more concurrent passes than blocks: an empty group
-        would run the model on an empty batch."""
+        """The forward pass for `counting.iter_counts`: the classifier's p-th pass (counted across calls, so short
+        calls such as the last looks of sequential certification still rotate over the devices) on device p mod D
+        of `self.devices` (TensorFlow's placement without them), `counting.pass_function` compiled once per (image
+        shape, concurrency level, device). It returns the counts tensor without waiting for it, so the scheduler
+        can dispatch the next pass first. Never more concurrent passes than blocks: an empty group would run the
+        model on an empty batch."""
 
-        def run(images, *rest):
-            key = (tuple(int(d) for d in images.shape[1:]), parallel_passes)
-            if key not in self._count_fns:
-                model = self._view.model
-                if self.jit_compile:
-                    model = _XlaForward(model)
-                self._count_fns[key] = counting.pass_function(
-                    model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
-                    parallel_passes=parallel_passes)
-            return self._count_fns[key](images, *rest).numpy()
+        def on(device):
+            def run(images, *rest):
+                key = (tuple(int(d) for d in images.shape[1:]), parallel_passes, device)
+                if key not in self._count_fns:
+                    model = self._view.model
+                    if self.jit_compile:
+                        model = _XlaForward(model)
+                    self._count_fns[key] = counting.pass_function(
+                        model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
+                        parallel_passes=parallel_passes, device=device)
+                return self._count_fns[key](images, *rest)
 
-        return run
+            return run
+
+        runs = [on(device) for device in (self.devices or (None,))]
+
+        def next_device(*args):
+            run = runs[self._passes % len(runs)]
+            self._passes += 1
+            return run(*args)
+
+        return next_device
 
     # -------------------------------------------------------------------------------- validation
     @property

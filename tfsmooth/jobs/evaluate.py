@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tfsmooth import checks, data, registry, results, samplewise, sequential, stats
+from tfsmooth import checks, counting, data, registry, results, samplewise, sequential, stats
 from tfsmooth.jobs import records
 from tfsmooth.smoothing import SmoothedClassifier, recertify
 
@@ -72,6 +72,9 @@ class CertifyConfig:
             decided target as its radius and `n_used`. None (default): fixed-n CERTIFY. In the run record only
             when set, with n_first.
         n_first: sequential only: the first look (default 100; looks double up to n).
+        devices: where the noisy forward passes run (`SmoothedClassifier`'s devices: None, "all" or names such as
+            "GPU:0,GPU:1"), checked when the job starts. The counts do not depend on it (devices of one kind), so it
+            is not part of the run record: a run may resume on other devices.
         shard: (I, K): only the selected examples whose position in the selection is I modulo K (default (0, 1):
             all). Noise depends only on (seed, idx), so the K shards' rows are the unsharded run's, split;
             `tfsmooth.jobs.merge_results` joins them. In the run record (as [I, K]) only when K > 1.
@@ -99,10 +102,12 @@ class CertifyConfig:
     shard: Tuple[int, int] = (0, 1)
     radii: Optional[Tuple[float, ...]] = None
     n_first: int = 100
+    devices: Union[None, str, Tuple[str, ...]] = None
 
     def __post_init__(self):
         check_evaluation_fields(self)
         checks.check_count(self.n0, "n0")
+        object.__setattr__(self, "devices", counting.resolve_devices(self.devices))
         checks.check_choice(self.compute_dtype, "compute_dtype", registry.COMPUTE_DTYPES)
         checks.check_choice(self.method, "method", registry.CERTIFY_METHODS)
         object.__setattr__(self, "alpha_split", stats.check_alpha_split(self.alpha_split))
@@ -123,7 +128,7 @@ class CertifyConfig:
 
     def run_record(self, kind: str) -> dict:
         """What identifies the run's results (stored beside the TSV; a resume must match it)."""
-        omit = ["batch", "n0"] if kind == "predict" else ["batch"]  # the counts do not depend on batch
+        omit = ["batch", "devices"] + (["n0"] if kind == "predict" else [])  # counts depend on neither
         if self.compute_dtype == "float32":  # files written before the option existed stay resumable
             omit.append("compute_dtype")
         if kind != "certify" or self.method == "cohen":  # likewise for CERTIFY files written before T-CERTIFY
@@ -210,7 +215,8 @@ def _run(config, out, on_row, kind, restart, also=()):
     info = data.dataset_info(config.dataset, config.data_dir)
     base, record = records.load_recorded_model(config, functools.partial(config.run_record, kind))
     num_classes = records.check_model_fits_data(base, info, f"model {config.model}")
-    smoothed = SmoothedClassifier(base, num_classes, config.sigma, compute_dtype=config.compute_dtype)
+    smoothed = SmoothedClassifier(base, num_classes, config.sigma, compute_dtype=config.compute_dtype,
+                                  devices=config.devices)
     if kind == "certify" and config.radii is not None:
         if also:
             raise ValueError("sequential certification writes one file: `also` does not apply")

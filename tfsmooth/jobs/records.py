@@ -36,14 +36,17 @@ def remove_results(out: str) -> None:
             os.remove(path)
 
 
-def device_kind() -> str:
-    """"gpu" when TensorFlow sees a GPU (the counting path then runs there), else "cpu".
+def device_kind(devices=None) -> str:
+    """"gpu" when TensorFlow sees a GPU (the counting path then runs there), else "cpu"; with `devices` (canonical
+    names, `tfsmooth.counting.resolve_devices`) the kinds of those devices ("cpu", "gpu", or e.g. "cpu+gpu").
 
     Counts are bitwise independent of the batch size on CPU; on a GPU, kernel choice may depend on
     the batch shape, so the device is part of the record (a resume on another kind is refused) and
     on a GPU the batch size is too (`run_record`). Every row stays a valid certificate either way:
     this is about rows equal to an uninterrupted run's, not about soundness.
     """
+    if devices:
+        return "+".join(sorted({tf.DeviceSpec.from_string(name).device_type.lower() for name in devices}))
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
 
 
@@ -58,8 +61,8 @@ def run_record(config, kind: str, omit) -> dict:
     GPU, `device_kind`).
     """
     record = dataclasses.asdict(config)
-    device = device_kind()
-    if device == "gpu":  # GPU kernels may round differently at another batch shape: rows may depend on it
+    device = device_kind(getattr(config, "devices", None))
+    if device != "cpu":  # GPU kernels may round differently at another batch shape: rows may depend on it
         omit = [name for name in omit if name != "batch"]
     record["model"] = os.path.abspath(config.model)
     record["model_sha256"] = files.file_sha256(config.model)

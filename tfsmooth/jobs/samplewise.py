@@ -78,7 +78,7 @@ def certify_samplewise_dataset(config: CertifyConfig, out: str, *, on_row: Optio
     base, record = records.load_recorded_model(config, functools.partial(config.run_record, "certify"))
     num_classes = records.check_model_fits_data(base, info, f"model {config.model}")
     classifier = samplewise.SampleWiseSmoothedClassifier(base, num_classes, config.sigma_grid,
-                                                         compute_dtype=config.compute_dtype)
+                                                         compute_dtype=config.compute_dtype, devices=config.devices)
     answers = functools.partial(classifier.iter_certify, n0=config.n0, n=config.n, alpha=config.alpha,
                                 batch_size=config.batch, seed=config.seed, n_select=config.n_select,
                                 method=config.method, alpha_split=config.alpha_split,
