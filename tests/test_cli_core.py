@@ -90,10 +90,12 @@ def test_certify_writes_reference_tsv_and_summary(model_file, tmp_path):
     assert sidecar["n"] == 200 and sidecar["seed"] == 4 and sidecar["kind"] == "certify"
 
 
-@pytest.mark.parametrize("rerun_batch", ["200", "100"])  # the rerun's passes hold 2 or 1 noise blocks
-def test_certify_interrupted_and_rerun_gives_the_same_rows(threshold_model_file, tmp_path, rerun_batch):
+# The rerun's passes hold 2 or 1 noise blocks, or run on named devices (--devices is not in the run record; here the
+# one CPU, tests/test_devices.py spreads passes over two).
+@pytest.mark.parametrize("rerun", [("--batch", "200"), ("--batch", "100"), ("--devices", "all")])
+def test_certify_interrupted_and_rerun_gives_the_same_rows(threshold_model_file, tmp_path, rerun):
     # The counts of this model depend on the noise (test_certify_rows_depend_on_the_seed_...), so equal rows
-    # show that each resumed image got the noise of its idx, whatever the batch size.
+    # show that each resumed image got the noise of its idx, whatever the batch size or the devices.
     full, broken = tmp_path / "full.tsv", tmp_path / "broken.tsv"
     assert _invoke(*CERTIFY, threshold_model_file, "--out", full).exit_code == 0
 
@@ -112,37 +114,19 @@ def test_certify_interrupted_and_rerun_gives_the_same_rows(threshold_model_file,
     with open(broken, "a") as f:
         f.write("300\t3\t")  # a crash in the middle of writing a row
     assert len(broken.read_text().splitlines()) == 5  # header, 3 rows, partial line
-    result = _invoke(*_with_options(CERTIFY, ("--batch", rerun_batch)), threshold_model_file, "--out", broken)
+    result = _invoke(*_with_options(CERTIFY, rerun), threshold_model_file, "--out", broken)
     assert result.exit_code == 0, result.output
     assert "7 new rows" in result.output
     assert _rows_without_time(broken) == _rows_without_time(full)
 
 
-def test_certify_resumed_on_named_devices_gives_the_same_rows(threshold_model_file, tmp_path):
-    # --devices is not part of the run record: a run started on TensorFlow's placement resumes on named devices
-    # (here the one CPU; tests/test_devices.py spreads passes over two) with the same rows.
-    full, broken = tmp_path / "full.tsv", tmp_path / "broken.tsv"
-    assert _invoke(*CERTIFY, threshold_model_file, "--out", full).exit_code == 0
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_four(row, seen=[]):
-        seen.append(row)
-        if len(seen) == 4:
-            raise Stop()
-
-    config = jobs.CertifyConfig(model=threshold_model_file, dataset="cifar10_sample", sigma=0.25, n0=20, n=200,
-                                batch=200, skip=100, seed=4)
-    with pytest.raises(Stop):
-        jobs.certify_dataset(config, str(broken), on_row=stop_after_four)
-    result = _invoke(*CERTIFY, threshold_model_file, "--out", broken, "--devices", "all")
+def test_predict_rows_do_not_depend_on_the_devices(threshold_model_file, tmp_path):
+    args = ("predict", "--dataset", "cifar10_sample", "--sigma", "0.25", "--n", "100", "--batch", "100", "--skip", "250",
+            threshold_model_file)
+    assert _invoke(*args, "--out", tmp_path / "p.tsv").exit_code == 0
+    result = _invoke(*args, "--devices", "cpu:0", "--out", tmp_path / "p_cpu0.tsv")
     assert result.exit_code == 0, result.output
-    assert "6 new rows" in result.output
-    assert _rows_without_time(broken) == _rows_without_time(full)
-    result = _invoke("predict", "--dataset", "cifar10_sample", "--sigma", "0.25", "--n", "100", "--batch", "100",
-                     "--skip", "250", "--devices", "cpu:0", threshold_model_file, "--out", tmp_path / "p.tsv")
-    assert result.exit_code == 0, result.output
+    assert _rows_without_time(tmp_path / "p_cpu0.tsv") == _rows_without_time(tmp_path / "p.tsv")
 
 
 def test_certify_rows_depend_on_the_seed_and_match_the_library(threshold_model_file, tmp_path):
