@@ -33,7 +33,6 @@ SETS = {
                                OUT, "mnist_samplewise_radius_n10000.tsv")},
 }
 TRAIN_SIGMA = {"cifar10": os.path.join(OUT, "cifar_sigma.npz"), "mnist (t10k split)": os.path.join(OUT, "mnist_sigma.npz")}
-# A sample-wise row label -> its sigma_select rule (default agree).
 
 
 def _row(label, path, count_max):
@@ -83,7 +82,9 @@ def main():
                 for line in _samplewise_lines(path, TRAIN_SIGMA[name]):
                     print(f"- {line}")
         plot = os.path.join(args.plot_dir, f"{name.split()[0]}_samplewise.png")
-        analysis.plot_certified_accuracy(list(present.values()), plot, labels=list(present))
+        # analysis marks transductive files itself: the labels go without the table's mark
+        analysis.plot_certified_accuracy(list(present.values()), plot,
+                                         labels=[label.replace(" [transductive]", "") for label in present])
         print(f"\nplot: {os.path.relpath(plot)}")
 
 
