@@ -48,6 +48,27 @@ def test_easy_images_stop_early_and_clear_ones_are_decided():
     assert np.all(decided == 0) and np.all(used == 100)  # hopeless: stops at the first look
 
 
+@pytest.mark.parametrize("method", ["cohen", "t-certify"])
+def test_a_target_out_of_reach_within_the_budget_stops_the_image(method):
+    # sigma = 0.25, n_max = 100,000, alpha = 0.001: a unanimous vote's last bound reaches radius 0.935 (CERTIFY), so
+    # r = 1.0 is never decided; the image stops at the look that decides 0.75 instead of drawing on to n_max.
+    radii = (0.25, 0.5, 0.75, 1.0)
+    reach = SIGMA * scipy_stats.norm.ppf(scipy_stats.beta.ppf(0.001 / 11, 100_000, 1))
+    assert 0.9 < reach < 1.0
+    test = sequential.SequentialTest(SIGMA, radii, 0.001, 100, 100_000, method=method, num_classes=10)
+    while not test.stopped:
+        test.update(test.next_n, 0)  # every draw to c_A
+    assert test.radius == 0.75
+    assert test.n_used == 12_800  # where 0.75 is decided (t-certify: its small runner-up bound makes up for alpha / 2)
+    decided, used = sequential.simulate(0.99999, SIGMA, radii, 0.001, 50, n_max=100_000, seed=4)
+    assert np.all(decided == 3) and used.max() <= 25_600
+    # the rule looks only at the budget: the same target with a larger budget is pursued (n_max = 10^6 reaches 1.0)
+    big = sequential.SequentialTest(SIGMA, radii, 0.001, 100, 1_000_000)
+    while not big.stopped:
+        big.update(big.next_n, 0)
+    assert big.radius == 1.0
+
+
 def test_schedule_and_bad_arguments():
     assert sequential.look_schedule(100, 100_000) == (100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200,
                                                       100_000)

@@ -26,7 +26,11 @@ Reusing a fixed-n bound at level alpha at every look is not valid: its error gro
 
 Stopping (any rule keeps the guarantee; this one saves draws): after look l, stop if the largest target is decided,
 or if CP_upper(k_l, n_l, alpha / L) < q_{k+1} for the next undecided target (it cannot be reached with the
-confidence the test keeps), or at n_max.
+confidence the test keeps), or if q_{k+1} is out of reach *within the budget* -- even if every remaining draw went
+to c_A, the last look's bound CP_lower(k_l + n_max - n_l, n_max, alpha / L) (the best any later look can get:
+CP_lower(k + m, n + m) grows with m) stays below it -- or at n_max. The budget rule matters for the largest targets:
+at sigma = 0.25, n_max = 100,000, alpha = 0.001 (L = 11) a unanimous vote's bound reaches radius 0.935, so a target
+r = 1.0 is never decided, and without the rule every image that decided 0.75 would draw on to n_max for it.
 
 T-CERTIFY analogue (`method="t-certify"`; Feng et al. 2020's radius sigma / 2 * (Phi^-1(p_A) - Phi^-1(p_B)),
 `tfsmooth.stats.decide_certificate`): alpha is split into alpha_A = split * alpha and alpha_B = alpha - alpha_A, and
@@ -43,7 +47,11 @@ so Theorem 1 of Cohen et al. certifies sigma / 2 * (Phi^-1(max_l L_l) - Phi^-1(p
 look to look: r_k is decided once it is <= that radius, and the answer is sound at whatever look the test stops.
 Futility (optional, with the number of classes K): p_A <= CP_upper(k_l, n_l, alpha_A / L) and p_B >= max((1 - p_A) /
 (K - 1), CP_lower(b_l, n_l, alpha_B / L)) bound the radius any further look could reach; the test stops when that
-bound is below the next target (a stopping rule only: it never changes what a decided radius certifies).
+bound is below the next target (a stopping rule only: it never changes what a decided radius certifies). The budget
+rule, always on: the best radius any later look could report -- every remaining draw to c_A (lower bound
+CP_lower(k_l + n_max - n_l, n_max, alpha_A / L)) and the runner-up's count not growing (upper bound
+CP_upper(b_l, n_max, alpha_B / L): a later runner-up count is >= b_l and U falls with n) -- below the next target
+stops the image.
 """
 
 from __future__ import annotations
@@ -219,6 +227,22 @@ class SequentialTest:
         """Whether the next undecided target is out of reach of any further look (module docstring)."""
         if self.decided == len(self.radii):
             return False
+        return self._beyond_budget(count_a, count_b, n) or self._beyond_confidence(count_a, count_b, n)
+
+    def _beyond_budget(self, count_a: int, count_b: Optional[int], n: int) -> bool:
+        """Even if every draw up to n_max went to c_A, no later look could decide the next target."""
+        if n >= self.n_max:
+            return False  # the last look: the test stops anyway
+        best_lower = max(self.best_lower,
+                         stats.clopper_pearson_lower(count_a + self.n_max - n, self.n_max, self.alpha_look))
+        if self.method == "cohen":
+            return best_lower < self.thresholds[self.decided]
+        best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(count_b, self.n_max, self.alpha_look_b))
+        return _t_radius(self.sigma, best_lower, min(best_upper_b, 1.0 - best_lower)) < self.radii[self.decided]
+
+    def _beyond_confidence(self, count_a: int, count_b: Optional[int], n: int) -> bool:
+        """The next target lies above what the upper confidence bound of p_A (and, for "t-certify" with K, the lower
+        bound of the runner-up) allows."""
         upper_a = stats.clopper_pearson_upper(count_a, n, self.alpha_look)
         if self.method == "cohen":
             return upper_a < self.thresholds[self.decided]
