@@ -90,6 +90,8 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                                       allocation=allocation, shard=shard, radii=radii, devices=devices)
                    for method in methods]
         out = outs[0]
+        if radii is not None:
+            _note_unreachable(configs[0])
         rows_file = jobs.unallocated_path(out) if sigma_grid is not None else out
         progress = Progress(jobs.selected_count(configs[0]),
                             done=0 if restart else min(rows_done(o) for o in (rows_file, *outs[1:])))
@@ -111,6 +113,19 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
         chosen = ", ".join(f"{level}: {count}" for level, count in entry["sigma_counts"].items())
         click.echo(f"sample-wise (transductive, valid for this test set only): sigma chosen per image {{{chosen}}}; "
                    f"{entry['radii_cut']} of {entry['count']} radii cut by the allocation")
+
+
+def _note_unreachable(config):
+    """Says which --radii no image can reach with this --n-max (a unanimous vote's bound): never decided."""
+    from tfsmooth import sequential
+
+    reach = sequential.reachable_radius(config.alpha, config.sigma, config.n_first, config.n, method=config.method,
+                                        alpha_split=config.alpha_split)
+    beyond = [r for r in config.radii if r > reach]
+    if beyond:
+        click.echo(f"note: with --n-max {config.n} at alpha {config.alpha} no image can be certified beyond radius "
+                   f"{reach:.3f} (a unanimous vote): {', '.join(f'{r:g}' for r in beyond)} will not be decided (raise "
+                   "--n-max, or drop them)", err=True)
 
 
 @click.command()

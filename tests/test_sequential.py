@@ -55,6 +55,8 @@ def test_a_target_out_of_reach_within_the_budget_stops_the_image(method):
     radii = (0.25, 0.5, 0.75, 1.0)
     reach = SIGMA * scipy_stats.norm.ppf(scipy_stats.beta.ppf(0.001 / 11, 100_000, 1))
     assert 0.9 < reach < 1.0
+    assert sequential.reachable_radius(0.001, SIGMA, 100, 100_000) == pytest.approx(reach, rel=1e-9)
+    assert 0.75 < sequential.reachable_radius(0.001, SIGMA, 100, 100_000, method="t-certify") < 1.0
     test = sequential.SequentialTest(SIGMA, radii, 0.001, 100, 100_000, method=method, num_classes=10)
     while not test.stopped:
         test.update(test.next_n, 0)  # every draw to c_A
@@ -162,6 +164,11 @@ def test_certify_cli_sequential_writes_n_used_and_analyze_reports_draws(sample_m
                            (["--sigma-grid", "0.25,0.5"], "does not combine with a sigma_grid")]:
         bad = CliRunner().invoke(cli, [*args[:-2], *extra, "--out", str(tmp_path / "bad.tsv")])
         assert bad.exit_code != 0 and message in bad.output and "Traceback" not in bad.output, bad.output
+    assert "will not be decided" not in result.output  # 0.5 is reachable at n_max 1,600, alpha 0.01
+    # a target beyond what a unanimous vote reaches at this budget is named (0.25 * Phi^-1 bound ~ 0.62 here)
+    noted = CliRunner().invoke(cli, [*args[:-5], "0.25,0.5,0.75", "--n-max", "1600", "--max", "1",
+                                     "--out", str(tmp_path / "noted.tsv")])
+    assert noted.exit_code == 0 and "0.75 will not be decided" in noted.output, noted.output
     bad = CliRunner().invoke(cli, [*args[:-7], "--n-max", "100", "--out", str(tmp_path / "bad.tsv")])
     assert bad.exit_code != 0 and "--n-max is the budget of --sequential" in bad.output
     t_out = tmp_path / "seq_t.tsv"

@@ -128,6 +128,22 @@ def _unanimous_decides(n_max: int, looks: int, alpha: float, sigma: float, split
     return _t_radius(sigma, lower, upper) >= r_1
 
 
+def reachable_radius(alpha: float, sigma: float, n_first: int, n_max: int, noise_block: int = 100,
+                     method: str = "cohen", alpha_split: float = 0.5) -> float:
+    """The largest radius any image can be certified at: a unanimous vote of n_max draws at the last look's level
+    (CERTIFY: sigma * Phi^-1(CP_lower(n_max, n_max, alpha / L)); T-CERTIFY: its radius with no runner-up draw).
+    Targets above it are never decided (`SequentialTest` stops for them at once: the budget rule). l2, [0, 1]
+    pixels."""
+    sigma = checks.check_sigma(sigma)
+    split = _check_method(method, alpha_split)
+    looks = len(look_schedule(n_first, n_max, noise_block))
+    lower = stats.clopper_pearson_lower(n_max, n_max, checks.check_alpha(alpha) * split / looks)
+    if split >= 1.0:
+        return float(sigma * scipy_stats.norm.ppf(lower))
+    upper = min(stats.clopper_pearson_upper(0, n_max, alpha * (1.0 - split) / looks), 1.0 - lower)
+    return float(_t_radius(sigma, lower, upper))
+
+
 def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block: int = 100,
               method: str = "cohen", alpha_split: float = 0.5) -> int:
     """The smallest n_max with which a unanimous vote decides the first target r_1 (smaller: nothing can ever be
