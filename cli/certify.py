@@ -72,7 +72,7 @@ def _parse_radii(ctx, param, value):
 
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
          data_dir, shard, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog",
-         radii=None, sigma_select="agree", devices=None):
+         radii=None, sigma_select="agree", devices=None, sequential_design=2):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
@@ -87,7 +87,8 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                                       data_dir=data_dir, compute_dtype=compute_dtype, method=method,
                                       alpha_split=alpha_split, sigma_grid=sigma_grid, n_select=n_select,
                                       sigma_select=sigma_select,
-                                      allocation=allocation, shard=shard, radii=radii, devices=devices)
+                                      allocation=allocation, shard=shard, radii=radii, devices=devices,
+                                      sequential_design=sequential_design)
                    for method in methods]
         out = outs[0]
         if radii is not None:
@@ -120,6 +121,7 @@ def _note_unreachable(config):
     from tfsmooth import sequential
 
     reach = sequential.reachable_radius(config.alpha, config.sigma, config.n_first, config.n, method=config.method,
+                                        design=config.sequential_design,
                                         alpha_split=config.alpha_split)
     beyond = [r for r in config.radii if r > reach]
     if beyond:
@@ -155,15 +157,19 @@ def _note_unreachable(config):
               help="[--sigma-grid] linprog: the radii maximizing their sum (scipy's HiGHS); greedy: a fast pass.")
 @click.option("--sequential", is_flag=True, default=False,
               help="Sequential certification: decide only whether R >= each of --radii, drawing in looks "
-                   "(100, 200, 400, ... up to --n-max) and stopping each image as soon as it is decided; sound at "
-                   "any stopping time (alpha split over the looks). Adds the column n_used. With --method "
+                   "(100, 200, 300, 500, ... up to --n-max) and stopping each image as soon as it is decided or "
+                   "unlikely to be; sound at any stopping time (alpha split over the looks). Adds the column n_used. With --method "
                    "t-certify (one --out) it decides T-CERTIFY's radius, the runner-up bounded at each look too.")
 @click.option("--radii", default="0.25,0.5,0.75,1.0", show_default=True, callback=_parse_radii, metavar="R1,R2,...",
               help="[--sequential] target l2 radii, increasing; the row's radius is the largest decided one.")
 @click.option("--n-max", type=COUNT, default=None, help="[--sequential] budget of estimation draws (default: --n).")
+@click.option("--sequential-design", type=click.Choice(["1", "2"]), default="2", show_default=True,
+              help="[--sequential] stopping design: 2 = looks x1.5, alpha spent in proportion to the look's draws, "
+                   "conditional-power futility; 1 = doubling looks, alpha / L each (files written before this option; "
+                   "resume them with 1).")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
             data_dir, shard, methods, alpha_split, sigma_grid, n_select, sigma_select, allocation, sequential, radii,
-            n_max, devices):
+            n_max, sequential_design, devices):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
@@ -173,11 +179,13 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
     Writes `idx label predict radius correct time`, one flushed row per example. With --sigma-grid:
     sample-wise smoothing, radii certified for this test set only (transductive; see the README).
     """
+    if not sequential and sequential_design != "2":
+        raise click.UsageError("--sequential-design is a setting of --sequential certification")
     if n_max is not None and not sequential:
         raise click.UsageError("--n-max is the budget of --sequential certification; without it use --n")
     _run("certify", model, sigma, n0, n_max if n_max is not None else n, alpha, batch, skip, max_index, outs, seed,
          restart, compute_dtype, dataset, split, data_dir, shard, methods, alpha_split, sigma_grid, n_select,
-         allocation, radii if sequential else None, sigma_select, devices)
+         allocation, radii if sequential else None, sigma_select, devices, int(sequential_design))
 
 
 @click.command()

@@ -12,18 +12,19 @@ SIGMA, RADII = 0.25, (0.25, 0.5)
 Q = scipy_stats.norm.cdf(np.array(RADII) / SIGMA)  # p_A thresholds of the targets: Phi(1), Phi(2)
 
 
-def _decide(p, alpha, trials, n_max=12_800, naive=False, seed=0):
+def _decide(p, alpha, trials, n_max=12_800, naive=False, seed=0, design=2):
     """`sequential.simulate` at SIGMA and RADII; `naive` reuses a fixed-n bound at level alpha at every look."""
     return sequential.simulate(p, SIGMA, RADII, alpha, trials, n_max=n_max, seed=seed,
-                               alpha_per_look=alpha if naive else None)
+                               alpha_per_look=alpha if naive else None, design=design)
 
 
+@pytest.mark.parametrize("design", sequential.DESIGNS)
 @pytest.mark.parametrize("target", [0, 1])
-def test_error_is_at_most_alpha_at_any_stopping_time_just_below_a_target(target):
+def test_error_is_at_most_alpha_at_any_stopping_time_just_below_a_target(target, design):
     # p_A just below q_k: deciding r_k is an error. Over 1,500 seeded trials at alpha = 0.05 the errors are
     # stochastically below Binomial(1500, 0.05) (union bound over the looks), so more than its 0.999 quantile fails.
     alpha, trials = 0.05, 1500
-    decided, used = _decide(Q[target] - 0.002, alpha, trials, seed=target)
+    decided, used = _decide(Q[target] - 0.002, alpha, trials, seed=target, design=design)
     errors = int(np.sum(decided > target))
     assert errors <= scipy_stats.binom.ppf(0.999, trials, alpha), errors
     assert np.all(used <= 12_800)
@@ -38,34 +39,54 @@ def test_reusing_a_fixed_n_bound_at_every_look_is_not_valid():
     assert np.sum(valid > 0) <= scipy_stats.binom.ppf(0.999, trials, alpha)
 
 
-def test_easy_images_stop_early_and_clear_ones_are_decided():
-    decided, used = _decide(0.9999, 0.001, 200, n_max=100_000)
+@pytest.mark.parametrize("design", sequential.DESIGNS)
+def test_easy_images_stop_early_and_clear_ones_are_decided(design):
+    decided, used = _decide(0.9999, 0.001, 200, n_max=100_000, design=design)
     assert np.all(decided == 2) and used.max() <= 1_600  # Phi(2) = 0.977: unanimous votes decide it at 400-1,600
-    decided, used = _decide(Q[0] + 0.04, 0.001, 200, n_max=100_000)
+    decided, used = _decide(Q[0] + 0.04, 0.001, 200, n_max=100_000, design=design)
     assert np.mean(decided == 1) > 0.95  # r_1 decided, r_2 (q = 0.977) out of reach: stopped by futility
     assert np.median(used) < 100_000
-    decided, used = _decide(0.3, 0.001, 50, n_max=100_000)
+    decided, used = _decide(0.3, 0.001, 50, n_max=100_000, design=design)
     assert np.all(decided == 0) and np.all(used == 100)  # hopeless: stops at the first look
 
 
+def test_design_2_gives_up_on_images_the_budget_is_unlikely_to_decide():
+    # r = 0.75 at sigma = 0.25 needs p_A >= Phi(3) = 0.99865. Just above it (p_A = 0.99885) design 1 draws to
+    # n_max for a target it decides in ~1 % of the images; design 2's conditional power stops most far earlier.
+    # Well above it (0.99935) both decide it, design 2 with fewer draws and at most a few percent less often.
+    radii, q = (0.25, 0.5, 0.75), scipy_stats.norm.cdf(3.0)
+    near = {d: sequential.simulate(q + 0.0002, SIGMA, radii, 0.001, 200, n_max=100_000, seed=1, design=d)
+            for d in sequential.DESIGNS}
+    assert np.all(near[1][1] == 100_000) and near[1][1].mean() > 2 * near[2][1].mean()
+    assert np.mean(near[2][1] < 100_000) > 0.5
+    clear = {d: sequential.simulate(q + 0.0007, SIGMA, radii, 0.001, 200, n_max=100_000, seed=1, design=d)
+             for d in sequential.DESIGNS}
+    assert np.mean(clear[1][0] == 3) > 0.97 and np.mean(clear[2][0] == 3) > 0.9
+    assert clear[2][1].mean() < clear[1][1].mean()
+
+
+@pytest.mark.parametrize("design, last_share, decided_at", [(1, 1 / 11, 12_800), (2, 100_000 / 312_000, 9_300)])
 @pytest.mark.parametrize("method", ["cohen", "t-certify"])
-def test_a_target_out_of_reach_within_the_budget_stops_the_image(method):
-    # sigma = 0.25, n_max = 100,000, alpha = 0.001: a unanimous vote's last bound reaches radius 0.935 (CERTIFY), so
-    # r = 1.0 is never decided; the image stops at the look that decides 0.75 instead of drawing on to n_max.
+def test_a_target_out_of_reach_within_the_budget_stops_the_image(method, design, last_share, decided_at):
+    # sigma = 0.25, n_max = 100,000, alpha = 0.001: a unanimous vote's last bound (alpha_L = alpha / 11 in design 1,
+    # alpha * 100,000 / sum of the 17 looks in design 2) reaches radius 0.934 / 0.943 (CERTIFY), so r = 1.0 is never
+    # decided; the image stops at the look that decides 0.75 instead of drawing on to n_max.
     radii = (0.25, 0.5, 0.75, 1.0)
-    reach = SIGMA * scipy_stats.norm.ppf(scipy_stats.beta.ppf(0.001 / 11, 100_000, 1))
+    looks, spending = sequential.design_schedule(100, 100_000, design=design)
+    assert spending[-1] == pytest.approx(last_share, rel=1e-3) and spending.sum() == pytest.approx(1.0)
+    reach = SIGMA * scipy_stats.norm.ppf(scipy_stats.beta.ppf(0.001 * last_share, 100_000, 1))
     assert 0.9 < reach < 1.0
-    assert sequential.reachable_radius(0.001, SIGMA, 100, 100_000) == pytest.approx(reach, rel=1e-9)
-    assert 0.75 < sequential.reachable_radius(0.001, SIGMA, 100, 100_000, method="t-certify") < 1.0
-    test = sequential.SequentialTest(SIGMA, radii, 0.001, 100, 100_000, method=method, num_classes=10)
+    assert sequential.reachable_radius(0.001, SIGMA, 100, 100_000, design=design) == pytest.approx(reach, rel=1e-3)
+    assert 0.75 < sequential.reachable_radius(0.001, SIGMA, 100, 100_000, method="t-certify", design=design) < 1.0
+    test = sequential.SequentialTest(SIGMA, radii, 0.001, 100, 100_000, method=method, num_classes=10, design=design)
     while not test.stopped:
         test.update(test.next_n, 0)  # every draw to c_A
     assert test.radius == 0.75
-    assert test.n_used == 12_800  # where 0.75 is decided (t-certify: its small runner-up bound makes up for alpha / 2)
-    decided, used = sequential.simulate(0.99999, SIGMA, radii, 0.001, 50, n_max=100_000, seed=4)
+    assert test.n_used == decided_at  # where 0.75 is decided (t-certify: its small runner-up bound makes up for alpha/2)
+    decided, used = sequential.simulate(0.99999, SIGMA, radii, 0.001, 50, n_max=100_000, seed=4, design=design)
     assert np.all(decided == 3) and used.max() <= 25_600
     # the rule looks only at the budget: the same target with a larger budget is pursued (n_max = 10^6 reaches 1.0)
-    big = sequential.SequentialTest(SIGMA, radii, 0.001, 100, 1_000_000)
+    big = sequential.SequentialTest(SIGMA, radii, 0.001, 100, 1_000_000, design=design)
     while not big.stopped:
         big.update(big.next_n, 0)
     assert big.radius == 1.0
@@ -75,6 +96,16 @@ def test_schedule_and_bad_arguments():
     assert sequential.look_schedule(100, 100_000) == (100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200,
                                                       100_000)
     assert sequential.look_schedule(100, 100) == (100,)
+    looks, spending = sequential.design_schedule(100, 100_000)  # design 2: x1.5 rounded up to whole blocks
+    assert looks[:8] == (100, 200, 300, 500, 800, 1200, 1800, 2700) and looks[-2:] == (71_000, 100_000)
+    assert len(looks) == 17 and all(n % 100 == 0 for n in looks)
+    np.testing.assert_allclose(spending, np.array(looks) / sum(looks))  # alpha_l in proportion to n_l
+    looks_1, spending_1 = sequential.design_schedule(100, 100_000, design=1)
+    assert looks_1 == sequential.look_schedule(100, 100_000) and np.allclose(spending_1, 1 / 11)
+    with pytest.raises(ValueError, match="design must be one of"):
+        sequential.design_schedule(100, 100_000, design=3)
+    with pytest.raises(ValueError, match="growth"):
+        sequential.look_schedule(100, 1_000, growth=1.0)
     for kwargs, message in [(dict(radii=(0.5, 0.25)), "strictly increasing"), (dict(radii=(0.0, 0.5)), "radii"),
                             (dict(radii=()), "empty"), (dict(alpha=1.0), "alpha"), (dict(n_first=150), "multiple"),
                             (dict(n_max=50), "n_first must be <= n_max"), (dict(sigma=0.0), "sigma"),
@@ -153,8 +184,22 @@ def test_certify_cli_sequential_writes_n_used_and_analyze_reports_draws(sample_m
     assert set(rows.radius.tolist()) <= {0.0, 0.25, 0.5}
     record = json.loads(open(str(out) + ".json").read())
     assert record["radii"] == [0.25, 0.5] and record["n"] == 1600 and record["n_first"] == 100
+    assert record["sequential_design"] == 2
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and "0 new rows" in again.output
+    # design 1 (session 11's files: no sequential_design in the record) resumes only when asked for by name
+    old = tmp_path / "seq_design1.tsv"
+    first = CliRunner().invoke(cli, [*args[:-2], "--sequential-design", "1", "--out", str(old)])
+    assert first.exit_code == 0, first.output
+    assert "sequential_design" not in json.loads(open(str(old) + ".json").read())
+    refused = CliRunner().invoke(cli, [*args[:-2], "--out", str(old)])
+    assert refused.exit_code != 0 and "sequential_design" in refused.output, refused.output
+    resumed = CliRunner().invoke(cli, [*args[:-2], "--sequential-design", "1", "--out", str(old)])
+    assert resumed.exit_code == 0 and "0 new rows" in resumed.output, resumed.output
+    old_rows = results.read_results(old)
+    assert len(old_rows) == 5 and set(old_rows.radius.tolist()) <= {0.0, 0.25, 0.5}
+    bad = CliRunner().invoke(cli, [*args[:-7], "--sequential-design", "1", "--out", str(tmp_path / "bad.tsv")])
+    assert bad.exit_code != 0 and "--sequential-design is a setting of --sequential" in bad.output
     analyzed = CliRunner().invoke(cli, ["analyze", str(out)])
     assert analyzed.exit_code == 0 and "draws (total)" in analyzed.output
     assert str(int(rows.n_used.sum())) in analyzed.output
@@ -195,14 +240,15 @@ def _t_radius(p_a, p_b):
     return SIGMA / 2 * (scipy_stats.norm.ppf(p_a) - scipy_stats.norm.ppf(p_b))
 
 
+@pytest.mark.parametrize("design", sequential.DESIGNS)
 @pytest.mark.parametrize("target, p_a, p_b", [(0, 0.8, 0.1263), (1, 0.95, 0.0098)])
-def test_t_certify_error_is_at_most_alpha_at_any_stopping_time_just_below_a_target(target, p_a, p_b):
+def test_t_certify_error_is_at_most_alpha_at_any_stopping_time_just_below_a_target(target, p_a, p_b, design):
     # True T-CERTIFY radius just below r_k: deciding r_k is an error. 1,500 seeded trials at alpha = 0.05 (split
     # 0.5): errors are stochastically below Binomial(1500, 0.05) by the union bound over both bounds and all looks.
     assert RADII[target] - 0.01 < _t_radius(p_a, p_b) < RADII[target]
     alpha, trials = 0.05, 1500
     decided, used = sequential.simulate(None, SIGMA, RADII, alpha, trials, n_max=12_800, seed=20 + target,
-                                        probs=_probs(p_a, p_b), method="t-certify")
+                                        probs=_probs(p_a, p_b), method="t-certify", design=design)
     errors = int(np.sum(decided > target))
     assert errors <= scipy_stats.binom.ppf(0.999, trials, alpha), errors
     assert errors > 0 or target == 1  # near the boundary the test does decide wrongly now and then (not vacuous)
@@ -221,16 +267,21 @@ def test_t_certify_reusing_fixed_n_bounds_at_every_look_is_not_valid():
     assert np.sum(naive > 0) > limit and np.sum(valid > 0) <= limit
 
 
-def test_t_certify_levels_and_bounds_look_by_look():
-    test = sequential.SequentialTest(SIGMA, RADII, 0.001, 100, 1_600, method="t-certify", alpha_split=0.25)
-    looks = len(test.looks)
-    assert test.alpha_look == pytest.approx(0.001 * 0.25 / looks)
-    assert test.alpha_look_b == pytest.approx(0.001 * 0.75 / looks)
-    uppers = []
-    for n, (count_a, count_b) in zip(test.looks, [(60, 30), (130, 50), (250, 120)]):
+@pytest.mark.parametrize("design", sequential.DESIGNS)
+def test_t_certify_levels_and_bounds_look_by_look(design):
+    test = sequential.SequentialTest(SIGMA, RADII, 0.001, 100, 1_600, method="t-certify", alpha_split=0.25,
+                                     design=design)
+    _, spending = sequential.design_schedule(100, 1_600, design=design)
+    np.testing.assert_allclose(test.alpha_looks, 0.001 * 0.25 * spending)
+    np.testing.assert_allclose(test.alpha_looks_b, 0.001 * 0.75 * spending)
+    assert test.alpha_looks.sum() + test.alpha_looks_b.sum() == pytest.approx(0.001)
+    uppers, lowers = [], []
+    for look, (n, (count_a, count_b)) in enumerate(zip(test.looks, [(80, 12), (165, 25), (250, 38)])):
         test.update(count_a, count_b)
-        uppers.append(float(scipy_stats.beta.ppf(1 - test.alpha_look_b, count_b + 1, n - count_b)))
+        uppers.append(float(scipy_stats.beta.ppf(1 - test.alpha_looks_b[look], count_b + 1, n - count_b)))
+        lowers.append(float(scipy_stats.beta.ppf(test.alpha_looks[look], count_a, n - count_a + 1)))
     assert test.best_upper_b == pytest.approx(min(uppers), rel=1e-9)
+    assert test.best_lower == pytest.approx(max(lowers), rel=1e-9)
 
 
 def test_t_certify_stops_early_when_a_real_runner_up_keeps_the_target_out_of_reach():
@@ -282,12 +333,13 @@ def test_t_certify_on_a_three_class_base_classifier_bounds_the_largest_other_cou
     smoothed = SmoothedClassifier(model, 3, 0.5)  # logit noise ~ N(0, 2^2): the votes spread over the 3 classes
     answers = list(smoothed.iter_certify_sequential(zip(range(4), images), n0=100, n_max=3_200, alpha=0.01,
                                                     radii=(0.1, 0.2), seed=0, method="t-certify"))
-    looks = len(sequential.look_schedule(100, 3_200))
+    looks, spending = sequential.design_schedule(100, 3_200)
     bitten = 0
     for _, answer in answers:
         c_a = int(np.argmax(answer.selection_counts))
         other = int(np.max(np.delete(answer.counts, c_a)))
-        last = float(stats.clopper_pearson_upper(other, answer.n_used, 0.005 / looks))
+        level = 0.005 * spending[looks.index(answer.n_used)]
+        last = float(stats.clopper_pearson_upper(other, answer.n_used, level))
         assert answer.p_b_upper <= min(last, 1 - answer.p_a_lower) + 1e-12
         bitten += answer.p_b_upper < 1 - answer.p_a_lower - 1e-6
     assert bitten >= 1  # a third class takes draws: the runner-up bound is below the cap somewhere

@@ -9,54 +9,69 @@ decided.
 
 The bound (this library's derivation; cf. the confidence sequences of Voracek & Hein, NeurIPS 2024, and the
 adaptive sampling of Horvath et al., ICLR 2022, METHODS.md §6): at look l the one-sided Clopper-Pearson lower bound
-L_l = CP_lower(k_l, n_l, alpha / L) of the top class's count k_l among the first n_l estimation draws. Each L_l
-misses p_A with probability <= alpha / L, so by the union bound
+L_l = CP_lower(k_l, n_l, alpha_l) of the top class's count k_l among the first n_l estimation draws, with levels
+alpha_1 + ... + alpha_L = alpha fixed before any draw (`design_schedule`). Each L_l misses p_A with probability
+<= alpha_l, so by the union bound
 
-    P(p_A < L_l for some l) <= L * alpha / L = alpha,
+    P(p_A < L_l for some l) <= alpha_1 + ... + alpha_L = alpha,
 
 whatever the looks that actually happen: the event "all L bounds hold" does not depend on when the test stops,
-so the reported answer is sound *at whatever time it stops*, by any stopping rule -- including the futility stop
+so the reported answer is sound *at whatever time it stops*, by any stopping rule -- including the futility stops
 below. The radius reported is r_k for the largest k with max_{l <= tau} L_l >= q_k (tau the last look), 0 if none;
 the label is c_A (chosen on n0 separate selection draws, as CERTIFY) if some L_l > 1/2, else ABSTAIN. The price
-against fixed-n CERTIFY at n_max is alpha / L instead of alpha in the last bound (L = 11 looks from 100 to 100,000:
-Phi^-1 of 1 - 9.1e-5 instead of 1 - 1e-3, a few percent of the radius at the largest targets).
+against fixed-n CERTIFY at n_max is alpha_L instead of alpha in the last bound.
 
 Reusing a fixed-n bound at level alpha at every look is not valid: its error grows with the number of looks (the
 "optional stopping" of `tests/test_sequential.py` shows it).
 
-Stopping (any rule keeps the guarantee; this one saves draws): after look l, stop if the largest target is decided,
-or if CP_upper(k_l, n_l, alpha / L) < q_{k+1} for the next undecided target (it cannot be reached with the
-confidence the test keeps), or if q_{k+1} is out of reach *within the budget* -- even if every remaining draw went
-to c_A, the last look's bound CP_lower(k_l + n_max - n_l, n_max, alpha / L) (the best any later look can get:
-CP_lower(k + m, n + m) grows with m) stays below it -- or at n_max. The budget rule matters for the largest targets:
-at sigma = 0.25, n_max = 100,000, alpha = 0.001 (L = 11) a unanimous vote's bound reaches radius 0.935, so a target
+Designs (`DESIGNS`; both sound by the argument above, they differ only in draws and power):
+  1 (session 11's): looks doubling from n_first (11 from 100 to 100,000), alpha_l = alpha / L, and stop after look l
+    if the largest target is decided, if CP_upper(k_l, n_l, alpha_l) < q_{k+1} for the next undecided target, if the
+    budget rule below fires, or at n_max. Its last bound is at alpha / 11 (Phi^-1 of 1 - 9.1e-5 instead of 1 - 1e-3).
+  2 (the default): looks growing by 1.5 (17 from 100 to 100,000: 100, 200, 300, 500, 800, ...), alpha_l = alpha n_l /
+    sum_j n_j -- the late looks, where the borderline images are decided, get most of alpha (the last 0.32 alpha,
+    the first 3.2e-4 alpha, still enough for a unanimous vote of 100 draws to decide r = 0.25 at sigma = 0.25) --
+    and the futility stop is *conditional power* at level beta = `FUTILITY_LEVEL` (0.05): with
+    p_A^+ = CP_upper(k_l, n_l, beta), stop if even a share p_A^+ of every remaining draw (count
+    k_l + p_A^+ (n_max - n_l) at n_max) would leave the last look's bound below q_{k+1}. It gives up on an image whose
+    p_A is unlikely to be high enough for the budget to decide it -- the images just above a threshold that drew to
+    n_max in design 1 -- and costs power only on those (an image with p_A above its beta-upper bound: probability
+    <= beta). Chosen by simulating binomial counts at the p_A of issue 11's fixed-n rows (`benchmarks/sequential`,
+    RESULTS.md "Issue 15").
+The budget rule (both designs): stop if q_{k+1} is out of reach even if every remaining draw went to c_A -- the
+last look's bound CP_lower(k_l + n_max - n_l, n_max, alpha_L) (the best any later look can get: CP_lower(k + m, n + m)
+grows with m and alpha_l never falls with l) stays below it. It matters for the largest targets: at sigma = 0.25,
+n_max = 100,000, alpha = 0.001 a unanimous vote reaches radius 0.934 (design 1) or 0.943 (design 2), so a target
 r = 1.0 is never decided, and without the rule every image that decided 0.75 would draw on to n_max for it.
 
 T-CERTIFY analogue (`method="t-certify"`; Feng et al. 2020's radius sigma / 2 * (Phi^-1(p_A) - Phi^-1(p_B)),
 `tfsmooth.stats.decide_certificate`): alpha is split into alpha_A = split * alpha and alpha_B = alpha - alpha_A, and
-each look spends alpha_A / L on L_l = CP_lower(k_l, n_l, alpha_A / L) and alpha_B / L on
-U_l = CP_upper(b_l, n_l, alpha_B / L), b_l the count of the runner-up among the first n_l draws (the largest count
+each look spends split * alpha_l on L_l = CP_lower(k_l, n_l, split * alpha_l) and (1 - split) alpha_l on
+U_l = CP_upper(b_l, n_l, (1 - split) alpha_l), b_l the count of the runner-up among the first n_l draws (the largest count
 of a class other than c_A at that look; it may change from look to look). With c* the true runner-up, b_l >= the
 count of c*, and U is non-decreasing in the count, so U_l >= U(count of c*) at every look; the union bound over the
-L looks of both bounds gives
+L looks of both bounds gives (alpha_A = split * alpha, alpha_B = alpha - alpha_A)
 
     P(p_A < L_l for some l, or p_B > U_l for some l) <= alpha_A + alpha_B = alpha.
 
 On the complement, p_A >= max_l L_l and p_B <= min(min_l U_l, 1 - max_l L_l) = p_b_upper (the cap as in T-CERTIFY),
 so Theorem 1 of Cohen et al. certifies sigma / 2 * (Phi^-1(max_l L_l) - Phi^-1(p_b_upper)), which never decreases from
 look to look: r_k is decided once it is <= that radius, and the answer is sound at whatever look the test stops.
-Futility (optional, with the number of classes K): p_A <= CP_upper(k_l, n_l, alpha_A / L) and p_B >= max((1 - p_A) /
-(K - 1), CP_lower(b_l, n_l, alpha_B / L)) bound the radius any further look could reach; the test stops when that
-bound is below the next target (a stopping rule only: it never changes what a decided radius certifies). The budget
-rule, always on: the best radius any later look could report -- every remaining draw to c_A (lower bound
-CP_lower(k_l + n_max - n_l, n_max, alpha_A / L)) and the runner-up's count not growing (upper bound
-CP_upper(b_l, n_max, alpha_B / L): a later runner-up count is >= b_l and U falls with n) -- below the next target
-stops the image.
+Futility: design 1 (only with the number of classes K): p_A <= CP_upper(k_l, n_l, split * alpha_l) and p_B >=
+max((1 - p_A) / (K - 1), CP_lower(b_l, n_l, (1 - split) alpha_l)) bound the radius any further look could reach;
+the test stops when that bound is below the next target. Design 2: conditional power as for CERTIFY, with
+p_A^+ = CP_upper(k_l, n_l, beta) and p_B^- = max((1 - p_A^+) / (K - 1) (with K), CP_lower(b_l, n_l, beta)) as the
+shares of the remaining draws, the last look's radius compared with the next target. Stopping rules only: they never
+change what a decided radius certifies. The budget rule, always on: the best radius any later look could report --
+every remaining draw to c_A (lower bound CP_lower(k_l + n_max - n_l, n_max, split * alpha_L)) and the runner-up's
+count not growing (upper bound CP_upper(b_l, n_max, (1 - split) alpha_L): a later runner-up count is >= b_l and U
+falls with n) -- below the next target stops the image.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -77,15 +92,19 @@ def check_radii(radii) -> Tuple[float, ...]:
     return tuple(values)
 
 
-def look_schedule(n_first: int, n_max: int, noise_block: int = 100) -> Tuple[int, ...]:
-    """The looks n_1 < ... < n_L: n_first * 2^l while below n_max, then n_max; multiples of `noise_block` (so each
-    look's draws are whole blocks of the estimation stream, the prefix of a fixed-n run's) except possibly n_max.
+def look_schedule(n_first: int, n_max: int, noise_block: int = 100, growth: float = 2.0) -> Tuple[int, ...]:
+    """The looks n_1 < ... < n_L: n_1 = n_first, n_{l+1} = n_l * growth rounded up to whole noise blocks, while below
+    n_max, then n_max; multiples of `noise_block` (so each look's draws are whole blocks of the estimation stream, the
+    prefix of a fixed-n run's) except possibly n_max. growth 2 (design 1) doubles; 1.5 (design 2, the default) gives
+    100, 200, 300, 500, 800, 1,200, ..., 71,000, 100,000 (17 looks).
 
     Raises:
-        ValueError: n_first or n_max not integers >= 1, n_first > n_max, or n_first not a multiple of noise_block.
+        ValueError: n_first or n_max not integers >= 1, n_first > n_max, n_first not a multiple of noise_block, or
+            growth not > 1.
     """
     n_first = checks.check_count(n_first, "n_first")
     n_max = checks.check_count(n_max, "n_max")
+    growth = checks.check_real(growth, "growth", 1.0, inclusive=False)
     if n_first > n_max:
         raise ValueError(f"n_first must be <= n_max, got n_first={n_first}, n_max={n_max}")
     if n_first % noise_block:
@@ -93,8 +112,33 @@ def look_schedule(n_first: int, n_max: int, noise_block: int = 100) -> Tuple[int
     looks, n = [], n_first
     while n < n_max:
         looks.append(n)
-        n *= 2
+        n = max(n + noise_block, int(math.ceil(n * growth / noise_block - 1e-9)) * noise_block)
     return tuple(looks + [n_max])
+
+
+DESIGNS = (1, 2)
+"""The stopping designs (module docstring, "Designs"): 1 = doubling looks, alpha spent evenly, futility at the looks'
+own level; 2 (the default) = looks growing by 1.5, alpha spent in proportion to n_l, conditional-power futility at
+level 0.05. Both are sound at any stopping time; they differ in draws and power."""
+DEFAULT_DESIGN = 2
+_GROWTH = {1: 2.0, 2: 1.5}
+FUTILITY_LEVEL = 0.05  # design 2's beta
+
+
+def check_design(design) -> int:
+    """A design of `DESIGNS` (an int; ValueError naming `design` otherwise)."""
+    if isinstance(design, bool) or design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    return int(design)
+
+
+def design_schedule(n_first: int, n_max: int, noise_block: int = 100, design: int = DEFAULT_DESIGN):
+    """(looks, spending): the look schedule of `design` and the fraction of alpha spent at each look (sums to 1):
+    1/L each (design 1) or n_l / sum_j n_j (design 2). Fixed before any draw, which is all the union bound needs."""
+    design = check_design(design)
+    looks = look_schedule(n_first, n_max, noise_block, _GROWTH[design])
+    weights = np.ones(len(looks)) if design == 1 else np.asarray(looks, np.float64)
+    return looks, weights / weights.sum()
 
 
 METHODS = ("cohen", "t-certify")
@@ -118,45 +162,57 @@ def _t_radius(sigma: float, p_a_lower: float, p_b_upper: float) -> float:
     return 0.5 * sigma * float(scipy_stats.norm.ppf(p_a_lower) - scipy_stats.norm.ppf(p_b_upper))
 
 
-def _unanimous_decides(n_max: int, looks: int, alpha: float, sigma: float, split: float, r_1: float) -> bool:
-    """Whether a unanimous vote of n_max draws decides r_1 at the last of `looks` looks, by the decision rule's own
-    comparison (CERTIFY: p_lower >= Phi(r_1 / sigma); T-CERTIFY: its radius >= r_1)."""
-    lower = stats.clopper_pearson_lower(n_max, n_max, alpha * split / looks)
+def _last_levels(alpha: float, split: float, n_first: int, n_max: int, noise_block: int, design: int):
+    """(alpha spent on p_A, on p_B) at the last look -- the largest any look has in both designs."""
+    _, spending = design_schedule(n_first, n_max, noise_block, design)
+    return alpha * split * spending[-1], alpha * (1.0 - split) * spending[-1]
+
+
+def _unanimous_radius(n_max: int, level_a: float, level_b: float, sigma: float, split: float) -> float:
+    """The radius of a unanimous vote of n_max draws bounded at level_a (and, "t-certify", level_b on p_B)."""
+    lower = stats.clopper_pearson_lower(n_max, n_max, level_a)
+    if split >= 1.0:
+        return float(sigma * scipy_stats.norm.ppf(lower))
+    upper = min(stats.clopper_pearson_upper(0, n_max, level_b), 1.0 - lower)
+    return float(_t_radius(sigma, lower, upper))
+
+
+def _unanimous_decides(alpha: float, sigma: float, split: float, r_1: float, n_first: int, n_max: int,
+                       noise_block: int, design: int) -> bool:
+    """Whether a unanimous vote of n_max draws decides r_1 at the last look, by the decision rule's own comparison
+    (CERTIFY: p_lower >= Phi(r_1 / sigma); T-CERTIFY: its radius >= r_1)."""
+    level_a, level_b = _last_levels(alpha, split, n_first, n_max, noise_block, design)
+    lower = stats.clopper_pearson_lower(n_max, n_max, level_a)
     if split >= 1.0:
         return bool(lower >= scipy_stats.norm.cdf(r_1 / sigma))
-    upper = min(stats.clopper_pearson_upper(0, n_max, alpha * (1.0 - split) / looks), 1.0 - lower)
-    return _t_radius(sigma, lower, upper) >= r_1
+    return _unanimous_radius(n_max, level_a, level_b, sigma, split) >= r_1
 
 
 def reachable_radius(alpha: float, sigma: float, n_first: int, n_max: int, noise_block: int = 100,
-                     method: str = "cohen", alpha_split: float = 0.5) -> float:
+                     method: str = "cohen", alpha_split: float = 0.5, design: int = DEFAULT_DESIGN) -> float:
     """The largest radius any image can be certified at: a unanimous vote of n_max draws at the last look's level
-    (CERTIFY: sigma * Phi^-1(CP_lower(n_max, n_max, alpha / L)); T-CERTIFY: its radius with no runner-up draw).
+    (CERTIFY: sigma * Phi^-1(CP_lower(n_max, n_max, alpha_L)); T-CERTIFY: its radius with no runner-up draw).
     Targets above it are never decided (`SequentialTest` stops for them at once: the budget rule). l2, [0, 1]
     pixels."""
     sigma = checks.check_sigma(sigma)
     split = _check_method(method, alpha_split)
-    looks = len(look_schedule(n_first, n_max, noise_block))
-    lower = stats.clopper_pearson_lower(n_max, n_max, checks.check_alpha(alpha) * split / looks)
-    if split >= 1.0:
-        return float(sigma * scipy_stats.norm.ppf(lower))
-    upper = min(stats.clopper_pearson_upper(0, n_max, alpha * (1.0 - split) / looks), 1.0 - lower)
-    return float(_t_radius(sigma, lower, upper))
+    alpha = checks.check_alpha(alpha)
+    level_a, level_b = _last_levels(alpha, split, n_first, n_max, noise_block, check_design(design))
+    return _unanimous_radius(n_max, level_a, level_b, sigma, split)
 
 
 def min_n_max(alpha: float, radii, sigma: float, n_first: int = 100, noise_block: int = 100,
-              method: str = "cohen", alpha_split: float = 0.5) -> int:
-    """The smallest n_max with which a unanimous vote decides the first target r_1 (smaller: nothing can ever be
-    certified beyond radius 0 -- refused by `SequentialTest`)."""
+              method: str = "cohen", alpha_split: float = 0.5, design: int = DEFAULT_DESIGN) -> int:
+    """The smallest n_max (n_first times a power of 2) with which a unanimous vote decides the first target r_1
+    (smaller: nothing can ever be certified beyond radius 0 -- refused by `SequentialTest`)."""
     r_1 = check_radii(radii)[0]
     sigma = checks.check_sigma(sigma)
     split = _check_method(method, alpha_split)
+    design = check_design(design)
     n_max = n_first
-    while True:
-        looks = look_schedule(n_first, n_max, noise_block)
-        if _unanimous_decides(n_max, len(looks), alpha, sigma, split, r_1):
-            return n_max
+    while not _unanimous_decides(alpha, sigma, split, r_1, n_first, n_max, noise_block, design):
         n_max *= 2
+    return n_max
 
 
 @dataclasses.dataclass
@@ -166,13 +222,14 @@ class SequentialTest:
     Args:
         sigma: noise level (l2, [0, 1] pixels), > 0.
         radii: target radii r_1 < ... < r_m, > 0.
-        alpha: total failure probability in (0, 1), spent as alpha / L on each of the L looks ("t-certify":
-            alpha_split * alpha / L on p_A and the rest / L on the runner-up).
-        n_first, n_max: the first look and the budget (`look_schedule`).
+        alpha: total failure probability in (0, 1), spent as alpha_l on look l (`design_schedule`; "t-certify":
+            alpha_split * alpha_l on p_A and the rest on the runner-up).
+        n_first, n_max: the first look and the budget (`design_schedule`).
         noise_block: draws per block; looks are multiples of it.
         method: "cohen" (CERTIFY's radius) or "t-certify" (the runner-up bounded too; module docstring).
         alpha_split: "t-certify": the fraction of alpha spent on p_A, in (0, 1) (default 0.5).
-        num_classes: "t-certify": K, for the futility stop (None: stop only when decided or at n_max).
+        num_classes: K, for the futility stop of "t-certify" (a floor on the runner-up; None: no floor).
+        design: 1 or 2 (`DESIGNS`, module docstring "Designs"; default 2).
 
     Raises:
         ValueError: bad arguments, or an n_max too small to ever decide r_1 (`min_n_max`).
@@ -187,21 +244,24 @@ class SequentialTest:
     method: str = "cohen"
     alpha_split: float = 0.5
     num_classes: Optional[int] = None
+    design: int = DEFAULT_DESIGN
 
     def __post_init__(self):
         self.sigma = checks.check_sigma(self.sigma)
         self.radii = check_radii(self.radii)
         self.alpha = checks.check_alpha(self.alpha)
         self.split = _check_method(self.method, self.alpha_split)
+        self.design = check_design(self.design)
         if self.num_classes is not None:
             self.num_classes = checks.check_count(self.num_classes, "num_classes", minimum=2)
-        self.looks = look_schedule(self.n_first, self.n_max, self.noise_block)
-        self.alpha_look = self.alpha * self.split / len(self.looks)  # spent on p_A at each look
-        self.alpha_look_b = self.alpha * (1.0 - self.split) / len(self.looks)  # on p_B ("t-certify")
+        self.looks, spending = design_schedule(self.n_first, self.n_max, self.noise_block, self.design)
+        self.alpha_looks = self.alpha * self.split * spending  # spent on p_A at each look
+        self.alpha_looks_b = self.alpha * (1.0 - self.split) * spending  # on p_B ("t-certify")
         self.thresholds = scipy_stats.norm.cdf(np.asarray(self.radii) / self.sigma)  # q_k
-        if not _unanimous_decides(self.n_max, len(self.looks), self.alpha, self.sigma, self.split, self.radii[0]):
+        if not _unanimous_decides(self.alpha, self.sigma, self.split, self.radii[0], self.n_first, self.n_max,
+                                  self.noise_block, self.design):
             minimum = min_n_max(self.alpha, self.radii, self.sigma, self.n_first, self.noise_block, self.method,
-                                self.alpha_split)
+                                self.alpha_split, self.design)
             raise ValueError(f"n_max={self.n_max} is too small to ever certify radius {self.radii[0]} at alpha="
                              f"{self.alpha} over {len(self.looks)} looks: use n_max >= {minimum}")
         self.look = 0  # looks done
@@ -224,7 +284,7 @@ class SequentialTest:
         count_a = int(count_a)
         if not 0 <= count_a <= n:
             raise ValueError(f"count_a must be in [0, {n}], got {count_a}")
-        lower = stats.clopper_pearson_lower(count_a, n, self.alpha_look)
+        lower = stats.clopper_pearson_lower(count_a, n, self.alpha_looks[self.look])
         self.best_lower = max(self.best_lower, lower)
         if self.method == "cohen":
             self.decided = int(np.sum(self.thresholds <= self.best_lower))
@@ -233,39 +293,59 @@ class SequentialTest:
                 raise ValueError(f"t-certify needs count_b, the runner-up's count, in [0, {n - count_a}], got "
                                  f"{count_b!r}")
             count_b = int(count_b)
-            self.best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(count_b, n, self.alpha_look_b))
+            upper_b = stats.clopper_pearson_upper(count_b, n, self.alpha_looks_b[self.look])
+            self.best_upper_b = min(self.best_upper_b, upper_b)
             self.decided = int(np.sum(np.asarray(self.radii) <= self.t_radius))
         self.look += 1
-        self.stopped = self.decided == len(self.radii) or self._futile(count_a, count_b, n) or self.look == len(self.looks)
+        self.stopped = (self.decided == len(self.radii) or self.look == len(self.looks)
+                        or self._futile(count_a, count_b, n))
         return self.stopped
 
     def _futile(self, count_a: int, count_b: Optional[int], n: int) -> bool:
         """Whether the next undecided target is out of reach of any further look (module docstring)."""
-        if self.decided == len(self.radii):
-            return False
-        return self._beyond_budget(count_a, count_b, n) or self._beyond_confidence(count_a, count_b, n)
+        if self.design == 1:
+            return self._beyond_reach(count_a, count_b, n, 1.0, 0.0) or self._beyond_confidence(count_a, count_b, n)
+        # Design 2: the budget rule (all remaining draws to c_A), then conditional power at FUTILITY_LEVEL.
+        if self._beyond_reach(count_a, count_b, n, 1.0, 0.0):
+            return True
+        p_a_plus = stats.clopper_pearson_upper(count_a, n, FUTILITY_LEVEL)
+        p_b_minus = 0.0
+        if self.method != "cohen":
+            floor = (1.0 - p_a_plus) / (self.num_classes - 1) if self.num_classes else 0.0
+            p_b_minus = max(floor, stats.clopper_pearson_lower(count_b, n, FUTILITY_LEVEL))
+        return self._beyond_reach(count_a, count_b, n, p_a_plus, p_b_minus)
 
-    def _beyond_budget(self, count_a: int, count_b: Optional[int], n: int) -> bool:
-        """Even if every draw up to n_max went to c_A, no later look could decide the next target."""
+    def _beyond_reach(self, count_a: int, count_b: Optional[int], n: int, rate_a: float, rate_b: float) -> bool:
+        """Whether no later look could decide the next target if c_A got a fraction `rate_a` and the runner-up
+        `rate_b` of every further draw: the last look's bounds on the counts count_a + rate_a (n_max - n) and
+        count_b + rate_b (n_max - n) (fractional counts: Beta quantiles). The last look is the best of the later ones
+        when rate_a >= count_a / n and rate_b <= count_b / n (the projected share moves towards the rate, the interval
+        narrows with n and alpha_l never falls with l), which holds for the rates used: 1 and 0 (the budget rule:
+        no draw could do better), CP_upper(count_a, n, beta) and CP_lower(count_b, n, beta) (conditional power)."""
         if n >= self.n_max:
             return False  # the last look: the test stops anyway
-        best_lower = max(self.best_lower,
-                         stats.clopper_pearson_lower(count_a + self.n_max - n, self.n_max, self.alpha_look))
+        extra = self.n_max - n
+        lower = stats.clopper_pearson_lower(min(count_a + rate_a * extra, self.n_max), self.n_max,
+                                            self.alpha_looks[-1])
+        best_lower = max(self.best_lower, float(lower))
         if self.method == "cohen":
             return best_lower < self.thresholds[self.decided]
-        best_upper_b = min(self.best_upper_b, stats.clopper_pearson_upper(count_b, self.n_max, self.alpha_look_b))
-        return _t_radius(self.sigma, best_lower, min(best_upper_b, 1.0 - best_lower)) < self.radii[self.decided]
+        upper = stats.clopper_pearson_upper(min(count_b + rate_b * extra, self.n_max), self.n_max,
+                                            self.alpha_looks_b[-1])
+        best_upper = min(self.best_upper_b, float(upper), 1.0 - best_lower)
+        return _t_radius(self.sigma, best_lower, best_upper) < self.radii[self.decided]
 
     def _beyond_confidence(self, count_a: int, count_b: Optional[int], n: int) -> bool:
-        """The next target lies above what the upper confidence bound of p_A (and, for "t-certify" with K, the lower
-        bound of the runner-up) allows."""
-        upper_a = stats.clopper_pearson_upper(count_a, n, self.alpha_look)
+        """Design 1's futility: the next target lies above what the upper confidence bound of p_A at this look's level
+        (and, for "t-certify" with K, the lower bound of the runner-up) allows."""
+        level = self.alpha_looks[self.look - 1]
+        upper_a = stats.clopper_pearson_upper(count_a, n, level)
         if self.method == "cohen":
             return upper_a < self.thresholds[self.decided]
         if self.num_classes is None or upper_a >= 1.0:
             return False
         least_b = max((1.0 - upper_a) / (self.num_classes - 1),
-                      stats.clopper_pearson_lower(count_b, n, self.alpha_look_b))
+                      stats.clopper_pearson_lower(count_b, n, self.alpha_looks_b[self.look - 1]))
         return _t_radius(self.sigma, upper_a, least_b) < self.radii[self.decided]
 
     @property
@@ -296,22 +376,22 @@ class SequentialTest:
         return self.looks[self.look - 1] if self.look else 0
 
 
-
 def simulate(p_a: float, sigma: float, radii, alpha: float, trials: int, n_first: int = 100, n_max: int = 100_000,
-             seed: int = 0, alpha_per_look=None, probs=None, method: str = "cohen", alpha_split: float = 0.5):
+             seed: int = 0, alpha_per_look=None, probs=None, method: str = "cohen", alpha_split: float = 0.5,
+             design: int = DEFAULT_DESIGN):
     """The test on simulated counts: a base classifier whose top class has probability `p_a` (binomial draws), or,
     with `probs` (class probabilities, class 0 being c_A; then `p_a` is ignored), multinomial draws whose runner-up
     count feeds "t-certify".
 
     For studying the error rate and the draws of the procedure without a model (`tests/test_sequential.py`,
-    `benchmarks/sequential/simulate_error.py`). `alpha_per_look` overrides alpha / L (e.g. alpha itself: the
-    invalid "optional stopping" variant).
+    `benchmarks/sequential/simulate_error.py`). `alpha_per_look` overrides every look's alpha_l (e.g. alpha itself:
+    the invalid "optional stopping" variant).
 
     Returns:
         (decided int64 [trials], n_used int64 [trials]): the number of targets decided and the draws used.
     """
     rng = np.random.default_rng(checks.check_seed(seed))
-    looks = look_schedule(n_first, n_max)
+    looks, _ = design_schedule(n_first, n_max, design=design)
     trials = checks.check_count(trials, "trials")
     steps = np.diff((0,) + looks)
     if probs is None:
@@ -324,10 +404,10 @@ def simulate(p_a: float, sigma: float, radii, alpha: float, trials: int, n_first
     decided, used = [], []
     for row in counts:
         test = SequentialTest(sigma, radii, alpha, n_first, n_max, method=method, alpha_split=alpha_split,
-                              num_classes=num_classes)
+                              num_classes=num_classes, design=design)
         if alpha_per_look is not None:  # both bounds at their fixed-n level at every look
-            test.alpha_look = checks.check_alpha(alpha_per_look) * test.split
-            test.alpha_look_b = alpha_per_look * (1.0 - test.split)
+            test.alpha_looks = np.full(len(looks), checks.check_alpha(alpha_per_look) * test.split)
+            test.alpha_looks_b = np.full(len(looks), alpha_per_look * (1.0 - test.split))
         for look in row:
             count_b = None if probs is None else int(look[1:].max())
             if test.update(int(look[0]), count_b):

@@ -329,14 +329,16 @@ class SmoothedClassifier:
     def certify_sequential(self, x, n0: int = 100, n_max: int = 100_000, alpha: float = 0.001,
                            batch_size: Optional[int] = None, radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
                            seed: Optional[int] = None, n_first: int = 100, method: str = "cohen",
-                           alpha_split: float = 0.5) -> SequentialCertificate:
+                           alpha_split: float = 0.5, design: int = sequential.DEFAULT_DESIGN) -> SequentialCertificate:
         """Sequential certification of one input at target radii (`tfsmooth.sequential`).
 
         With probability at least 1 - alpha over the noise -- at whatever look the test stops -- if the returned
         label is not ABSTAIN, the smoothed classifier g predicts it at x and everywhere in the l2 ball of the
         returned radius (one of `radii`, or 0). c_A is chosen on n0 selection draws; the estimation draws come in
-        looks n_first, 2 n_first, ..., n_max, each bounded at alpha / L (L looks), and stop as soon as the largest
-        target is decided or the next one is out of reach. method="t-certify" decides T-CERTIFY's radius instead
+        looks n_first < n_2 < ... < n_max, look l bounded at alpha_l (the alpha_l sum to alpha), and stop as soon as
+        the largest target is decided or the next one is out of reach or unlikely (design 2: looks x1.5, alpha_l in
+        proportion to n_l, conditional-power futility; design 1: doubling looks, alpha / L each; the module
+        docstring of `tfsmooth.sequential`, "Designs"). method="t-certify" decides T-CERTIFY's radius instead
         (Feng et al. 2020; the runner-up bounded too, alpha_split * alpha on p_A, the rest on p_B).
 
         Args:
@@ -349,6 +351,7 @@ class SmoothedClassifier:
             n_first: the first look, a multiple of `noise_block`.
             method, alpha_split: "cohen" (CERTIFY's radius) or "t-certify" with the fraction of alpha on p_A in
                 (0, 1).
+            design: the stopping design, 2 (default) or 1 (`sequential.DESIGNS`).
 
         Returns:
             A `SequentialCertificate`.
@@ -357,13 +360,15 @@ class SmoothedClassifier:
             ValueError: on a bad argument (see `iter_certify_sequential`).
         """
         return next(self.iter_certify_sequential([(0, _as_batch(x, "x")[0])], n0, n_max, alpha, batch_size, radii,
-                                                 seed, n_first, method=method, alpha_split=alpha_split))[1]
+                                                 seed, n_first, method=method, alpha_split=alpha_split,
+                                                 design=design))[1]
 
     def iter_certify_sequential(self, examples: Iterable[Tuple[int, np.ndarray]], n0: int = 100,
                                 n_max: int = 100_000, alpha: float = 0.001, batch_size: Optional[int] = None,
                                 radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: Optional[int] = None,
                                 n_first: int = 100, group: int = 64, method: str = "cohen",
-                                alpha_split: float = 0.5) -> Iterator[Tuple[int, SequentialCertificate]]:
+                                alpha_split: float = 0.5,
+                                design: int = sequential.DEFAULT_DESIGN) -> Iterator[Tuple[int, SequentialCertificate]]:
         """Streams sequential certification over (key, image) pairs; yields (key, `SequentialCertificate`) in order.
 
         Images are taken `group` at a time and advance look by look together: each round counts the next look's
@@ -379,14 +384,14 @@ class SmoothedClassifier:
         n0 = self._check_draws(stats.check_count(n0, "n0"), "n0")
         n_max = self._check_draws(stats.check_count(n_max, "n_max"), "n_max")
         sequential.SequentialTest(self.sigma, radii, alpha, n_first, n_max, self.noise_block, method, alpha_split,
-                                  self.num_classes)  # validates, early
+                                  self.num_classes, design)  # validates, early
         group = stats.check_count(group, "group")
         return self._sequential_stream(examples, n0, n_max, alpha, self._batch_size(batch_size),
                                        sequential.check_radii(radii), _resolve_seed(seed), n_first, group, method,
-                                       alpha_split)
+                                       alpha_split, design)
 
     def _sequential_stream(self, examples, n0, n_max, alpha, batch_size, radii, seed, n_first, group, method,
-                           alpha_split):
+                           alpha_split, design):
         """The generator behind `iter_certify_sequential`, on validated arguments."""
         examples = iter(_keyed_examples(examples))
         while True:
@@ -395,7 +400,7 @@ class SmoothedClassifier:
                 return
             # Targets are decided for the smoothing the draws perform: sigma rounded to float32 (as `recertify`).
             tests = [sequential.SequentialTest(float(np.float32(self.sigma)), radii, alpha, n_first, n_max,
-                                               self.noise_block, method, alpha_split, self.num_classes)
+                                               self.noise_block, method, alpha_split, self.num_classes, design)
                      for _ in chunk]
             counts = [np.zeros(self.num_classes, np.int64) for _ in chunk]
             selection = [None] * len(chunk)

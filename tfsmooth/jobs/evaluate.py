@@ -71,7 +71,11 @@ class CertifyConfig:
             the target radii, strictly increasing, > 0; then `n` is the budget n_max and each row gets the largest
             decided target as its radius and `n_used`. None (default): fixed-n CERTIFY. In the run record only
             when set, with n_first.
-        n_first: sequential only: the first look (default 100; looks double up to n).
+        n_first: sequential only: the first look (default 100; looks grow by the design's factor up to n).
+        sequential_design: sequential only: the stopping design, 2 (default: looks x1.5, alpha spent in proportion
+            to n_l, conditional-power futility) or 1 (session 11's: doubling looks, alpha / L each;
+            `tfsmooth.sequential` "Designs"). In the run record when 2, so files of design 1 (written before the
+            option, without the key) resume only with sequential_design=1.
         devices: where the noisy forward passes run (`SmoothedClassifier`'s devices: None, "all" or names such as
             "GPU:0,GPU:1"), checked when the job starts. The counts do not depend on it (devices of one kind), so it
             is not part of the run record: a run may resume on other devices.
@@ -102,6 +106,7 @@ class CertifyConfig:
     shard: Tuple[int, int] = (0, 1)
     radii: Optional[Tuple[float, ...]] = None
     n_first: int = 100
+    sequential_design: int = 2
     devices: Union[None, str, Tuple[str, ...]] = None
 
     def __post_init__(self):
@@ -124,6 +129,7 @@ class CertifyConfig:
             if self.method == "t-certify" and (self.alpha_split == registry.ALPHA_SPLIT_AUTO or self.alpha_split >= 1):
                 raise ValueError(f"sequential T-CERTIFY takes a fixed alpha_split in (0, 1), not "
                                  f"{self.alpha_split!r} (1.0 is method 'cohen'; 'auto' chooses on fixed-n counts)")
+            sequential.check_design(self.sequential_design)
             sequential.look_schedule(self.n_first, self.n)  # n_first a multiple of the noise block, <= n
 
     def run_record(self, kind: str) -> dict:
@@ -139,6 +145,8 @@ class CertifyConfig:
             omit.append("shard")
         if kind != "certify" or self.radii is None:  # and for fixed-n files
             omit += ["radii", "n_first"]
+        if self.radii is None or self.sequential_design == 1:  # and for sequential files of design 1 (session 11)
+            omit.append("sequential_design")
         record = records.run_record(self, kind, omit)
         for key in ("shard", "sigma_grid", "radii"):
             if key in record:
@@ -151,7 +159,8 @@ class CertifyConfig:
             return stats.min_n_to_predict(self.alpha)
         if self.radii is not None:
             return sequential.min_n_max(self.alpha, self.radii, float(np.float32(self.sigma)), self.n_first,
-                                        method=self.method, alpha_split=self.alpha_split)
+                                        method=self.method, alpha_split=self.alpha_split,
+                                        design=self.sequential_design)
         if self.method == "cohen":
             return stats.min_n_to_certify(self.alpha)
         return stats.min_n_to_t_certify(self.alpha, self.alpha_split)
@@ -222,7 +231,8 @@ def _run(config, out, on_row, kind, restart, also=()):
             raise ValueError("sequential certification writes one file: `also` does not apply")
         columns = results.SEQUENTIAL_COLUMNS
         run = functools.partial(_sequential_answers, smoothed, n0=config.n0, radii=config.radii,
-                                n_first=config.n_first, method=config.method, alpha_split=config.alpha_split)
+                                n_first=config.n_first, method=config.method, alpha_split=config.alpha_split,
+                                design=config.sequential_design)
     elif kind == "certify":
         columns = results.CERTIFY_COLUMNS
         run = functools.partial(smoothed.iter_certify, n0=config.n0, method=config.method,
@@ -236,10 +246,11 @@ def _run(config, out, on_row, kind, restart, also=()):
     return evaluate(config, columns, record, answers, out, on_row, restart=restart, also=extra)
 
 
-def _sequential_answers(smoothed, examples, *, n0, n, alpha, batch_size, seed, radii, n_first, method, alpha_split):
+def _sequential_answers(smoothed, examples, *, n0, n, alpha, batch_size, seed, radii, n_first, method, alpha_split,
+                        design):
     """`iter_certify_sequential` with `n` as the budget n_max (the signature `evaluate` calls)."""
     return smoothed.iter_certify_sequential(examples, n0=n0, n_max=n, alpha=alpha, batch_size=batch_size,
-                                            radii=radii, seed=seed, n_first=n_first, method=method,
+                                            radii=radii, seed=seed, n_first=n_first, method=method, design=design,
                                             alpha_split=alpha_split)
 
 
