@@ -4,8 +4,9 @@ On a machine with a GPU (TensorFlow sees it), in one short run (a few minutes, n
 
 1. samples/s of the CERTIFY counting path (`SmoothedClassifier.sample_counts`: seeded block noise, one compiled
    forward pass per batch, host loop) with a shipped ResNet-20 at batch 400 ... 20,000, in float32 and bfloat16,
-   each also with the forward pass compiled by XLA (`jit_compile=True`);
-2. the GPU's counts against the CPU's for a fixed seed (`--seed`, n = `--n` estimation draws of each of `--images`
+   float32 also with the forward pass compiled by XLA (`jit_compile=True`), and both with noise scheme 3
+   (`noise_scheme=3`: one RNG op per run of blocks instead of one per block; `tfsmooth.noise.NOISE_SCHEMES`);
+2. for each noise scheme, the GPU's counts against the CPU's for a fixed seed (`--seed`, n = `--n` estimation draws of each of `--images`
    embedded test images at sigma = `--sigma`): the noise is drawn by the same stateless Philox ops on both devices,
    so the counts must be equal wherever no draw lies near a decision boundary, where float rounding of another
    device's kernels could flip an argmax. The margin (top-1 minus top-2 logit, float32 on the CPU) of every draw is
@@ -53,8 +54,9 @@ def throughput(base, image, device, batches, num, dtypes):
     with tf.device(device):
         for dtype in dtypes:
             for batch in batches:
-                precision, _, xla = dtype.partition("+")  # "float32+xla": the XLA-compiled forward pass
-                smoothed = SmoothedClassifier(base, 10, 0.25, compute_dtype=precision, jit_compile=bool(xla))
+                precision, *flags = dtype.split("+")  # "+xla": the XLA-compiled forward pass; "+s3": noise scheme 3
+                smoothed = SmoothedClassifier(base, 10, 0.25, compute_dtype=precision, jit_compile="xla" in flags,
+                                              noise_scheme=3 if "s3" in flags else 2)
                 smoothed.sample_counts(image[None], batch, batch_size=batch, seed=0)  # trace and warm up
                 start = time.perf_counter()
                 smoothed.sample_counts(image[None], max(num, batch), batch_size=batch, seed=1)
@@ -62,14 +64,17 @@ def throughput(base, image, device, batches, num, dtypes):
     return rates
 
 
-def margins(base, image, key, sigma, n, seed, noise_block=100):
-    """Top-1 minus top-2 logit (float32, CPU) of each of the n estimation draws CERTIFY makes for `image`, and the
-    class counts of those draws (which must be the CPU's `sample_counts`: a check that the draws are the same)."""
+def margins(base, image, key, sigma, n, seed, noise_block=100, scheme=2):
+    """Top-1 minus top-2 logit (float32, CPU) of each of the n estimation draws CERTIFY makes for `image` under noise
+    scheme `scheme`, and the class counts of those draws (which must be the CPU's `sample_counts`: a check that the
+    draws are the same)."""
     streams, block_index, _ = counting.block_plan(((noise.STREAM_ESTIMATION, n),), noise_block)
     with tf.device("/CPU:0"):
         seeds = noise.block_seeds(tf.constant(seed, tf.int64), tf.fill([len(streams)], tf.constant(key, tf.int64)),
-                                  tf.constant(streams), tf.constant(block_index))
-        delta = noise.gaussian_blocks(seeds, noise_block, image.shape, tf.fill([len(streams)], np.float32(sigma)))
+                                  tf.constant(streams), tf.constant(block_index if scheme == 2 else 0 * block_index))
+        sigmas = tf.fill([len(streams)], np.float32(sigma))
+        delta = (noise.gaussian_blocks(seeds, noise_block, image.shape, sigmas) if scheme == 2 else
+                 noise.gaussian_runs(seeds, tf.constant(block_index), noise_block, image.shape, sigmas))
         noisy = tf.reshape(image[None, None] + delta, [-1, *image.shape])[:n]
         logits = tf.concat([base(noisy[i:i + 1000], training=False) for i in range(0, n, 1000)], axis=0).numpy()
     top2 = np.sort(logits, axis=1)[:, -2:]
@@ -92,9 +97,9 @@ def all_devices(base, images, judged, batch, num, sigma, n, seed):
     return rates[0], rates[1], bool(np.array_equal(one[judged], every[judged]))
 
 
-def counts_on(base, images, keys, device, sigma, n, seed):
+def counts_on(base, images, keys, device, sigma, n, seed, scheme=2):
     with tf.device(device):
-        smoothed = SmoothedClassifier(base, 10, sigma)
+        smoothed = SmoothedClassifier(base, 10, sigma, noise_scheme=scheme)
         return smoothed.sample_counts(images, n, batch_size=1000, seed=seed, keys=keys)
 
 
@@ -102,9 +107,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--batches", type=_ints, default=[400, 1000, 2000, 5000, 10000, 20000])
-    parser.add_argument("--dtypes", default="float32,bfloat16,float32+xla,bfloat16+xla",
-                        help="arithmetics to time; +xla: SmoothedClassifier(jit_compile=True)")
-    parser.add_argument("--num", type=int, default=200_000, help="draws per timed measurement")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float32+xla,float32+s3,bfloat16+s3",
+                        help="arithmetics to time; +xla: SmoothedClassifier(jit_compile=True); +s3: noise_scheme=3 "
+                             "(one RNG op per run of blocks)")
+    parser.add_argument("--num", type=int, default=100_000, help="draws per timed measurement")
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--sigma", type=float, default=0.12)
@@ -139,30 +145,35 @@ def main():
         print(f"| {batch} | " + " | ".join(f"{rates[(d, batch)]:,.0f}" for d in args.dtypes.split(",")) + " |")
 
     keys = list(range(args.images))
-    on_device = counts_on(base, images, keys, device, args.sigma, args.n, args.seed)
-    on_cpu = counts_on(base, images, keys, "/CPU:0", args.sigma, args.n, args.seed)
-    judged, equal, failures, far = 0, 0, [], []
-    print(f"\nCounts, {device} vs CPU (seed {args.seed}, sigma {args.sigma}, n {args.n}):\n")
-    print("| image | smallest margin | equal | differing draws |")
-    print("| ---: | ---: | :---: | ---: |")
-    for k, image in enumerate(images):
-        draw_margins, rebuilt = margins(base, image, k, args.sigma, args.n, args.seed)
-        if not np.array_equal(rebuilt, on_cpu[k]):
-            print(f"the draws rebuilt for image {k} do not give the CPU's counts: this script is out of date")
-            return 1
-        margin = float(draw_margins.min())
-        same = bool(np.array_equal(on_device[k], on_cpu[k]))
-        differing = int(np.abs(on_device[k] - on_cpu[k]).sum() // 2)
-        print(f"| {k} | {margin:.2e} | {'yes' if same else 'no'} | {differing} |")
-        if margin > args.margin:
-            far.append(k)
-            judged += 1
-            equal += same
-            if not same:
-                failures.append(k)
-    verdict = "PASS" if not failures else f"FAIL (images {failures})"
-    print(f"\n{verdict}: {equal} of {judged} images with every margin > {args.margin} have equal counts "
-          f"({args.images - judged} near a boundary, not judged).")
+    failures, far = [], []
+    for scheme in noise.NOISE_SCHEMES:
+        on_device = counts_on(base, images, keys, device, args.sigma, args.n, args.seed, scheme)
+        on_cpu = counts_on(base, images, keys, "/CPU:0", args.sigma, args.n, args.seed, scheme)
+        judged, equal, wrong, judged_images = 0, 0, [], []
+        print(f"\nCounts, noise scheme {scheme}, {device} vs CPU (seed {args.seed}, sigma {args.sigma}, n {args.n}):\n")
+        print("| image | smallest margin | equal | differing draws |")
+        print("| ---: | ---: | :---: | ---: |")
+        for k, image in enumerate(images):
+            draw_margins, rebuilt = margins(base, image, k, args.sigma, args.n, args.seed, scheme=scheme)
+            if not np.array_equal(rebuilt, on_cpu[k]):
+                print(f"the draws rebuilt for image {k} do not give the CPU's counts: this script is out of date")
+                return 1
+            margin = float(draw_margins.min())
+            same = bool(np.array_equal(on_device[k], on_cpu[k]))
+            differing = int(np.abs(on_device[k] - on_cpu[k]).sum() // 2)
+            print(f"| {k} | {margin:.2e} | {'yes' if same else 'no'} | {differing} |")
+            if margin > args.margin:
+                judged_images.append(k)
+                judged += 1
+                equal += same
+                if not same:
+                    wrong.append(k)
+        verdict = "PASS" if not wrong else f"FAIL (images {wrong})"
+        print(f"\n{verdict} (scheme {scheme}): {equal} of {judged} images with every margin > {args.margin} have "
+              f"equal counts ({args.images - judged} near a boundary, not judged).")
+        failures += [(scheme, k) for k in wrong]
+        if scheme == 2:
+            far = judged_images  # the all-GPUs check below draws scheme 2
     if len(gpus) > 1:
         one, every, same = all_devices(base, images, far, args.multi_batch, args.num, args.sigma, args.n, args.seed)
         print(f"\nAll {len(gpus)} GPUs in one SmoothedClassifier(devices='all'), batch {args.multi_batch}: "

@@ -34,6 +34,10 @@ def _common_options(function):
                      show_default=True,
                      help="Arithmetic of the noisy forward passes; bfloat16 is ~2x faster on CPUs with "
                           "AVX512_BF16/AMX and certifies the bfloat16 base classifier."),
+        click.option("--noise-scheme", type=click.Choice(["2", "3"]), default="2", show_default=True,
+                     help="How noise blocks are drawn: 2 = one RNG op per block (every file so far); 3 = "
+                          "counter-based Philox, one RNG op per run of an image's blocks (for GPUs). Other "
+                          "numbers, same distribution; a file resumes only under its own scheme."),
     ]):
         function = option(function)
     return shard_option(data_options(function))
@@ -72,7 +76,7 @@ def _parse_radii(ctx, param, value):
 
 def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
          data_dir, shard, methods=("cohen",), alpha_split=0.5, sigma_grid=None, n_select=100, allocation="linprog",
-         radii=None, sigma_select="agree", devices=None, sequential_design=2):
+         radii=None, sigma_select="agree", devices=None, sequential_design=2, noise_scheme="2"):
     quiet_tensorflow()
     from tfsmooth import analysis, jobs
 
@@ -88,7 +92,7 @@ def _run(kind, model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, r
                                       alpha_split=alpha_split, sigma_grid=sigma_grid, n_select=n_select,
                                       sigma_select=sigma_select,
                                       allocation=allocation, shard=shard, radii=radii, devices=devices,
-                                      sequential_design=sequential_design)
+                                      sequential_design=sequential_design, noise_scheme=int(noise_scheme))
                    for method in methods]
         out = outs[0]
         if radii is not None:
@@ -169,7 +173,7 @@ def _note_unreachable(config):
                    "resume them with 1).")
 def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, restart, compute_dtype, dataset, split,
             data_dir, shard, methods, alpha_split, sigma_grid, n_select, sigma_select, allocation, sequential, radii,
-            n_max, sequential_design, devices):
+            n_max, sequential_design, devices, noise_scheme):
     """Certify the smoothed classifier of MODEL (a base classifier .keras file) on a data set.
 
     CERTIFY of Cohen et al. (2019): per example, pick the top class on N0 noisy draws, lower-bound
@@ -185,7 +189,7 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
         raise click.UsageError("--n-max is the budget of --sequential certification; without it use --n")
     _run("certify", model, sigma, n0, n_max if n_max is not None else n, alpha, batch, skip, max_index, outs, seed,
          restart, compute_dtype, dataset, split, data_dir, shard, methods, alpha_split, sigma_grid, n_select,
-         allocation, radii if sequential else None, sigma_select, devices, int(sequential_design))
+         allocation, radii if sequential else None, sigma_select, devices, int(sequential_design), noise_scheme)
 
 
 @click.command()
@@ -193,11 +197,11 @@ def certify(model, sigma, n0, n, alpha, batch, skip, max_index, outs, seed, rest
 @click.option("--n", type=COUNT, default=1000, show_default=True, help="Noisy draws.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output TSV; rerunning on it resumes.")
 def predict(model, sigma, n, alpha, batch, skip, max_index, out, seed, restart, compute_dtype, dataset, split, data_dir,
-            shard, devices):
+            shard, devices, noise_scheme):
     """Predict with the smoothed classifier of MODEL on a data set (PREDICT, Cohen et al. 2019).
 
     Abstains (-1) unless a two-sided binomial test separates the top two classes at level ALPHA.
     Writes `idx label predict correct time`.
     """
     _run("predict", model, sigma, 1, n, alpha, batch, skip, max_index, (out,), seed, restart, compute_dtype, dataset,
-         split, data_dir, shard, devices=devices)
+         split, data_dir, shard, devices=devices, noise_scheme=noise_scheme)

@@ -13,7 +13,7 @@ home of that work, shared by `tfsmooth.smoothing.SmoothedClassifier` (host loop)
 * **Passes.** A forward pass evaluates `blocks_per_pass(batch_size, noise_block)` blocks, taken in
   order across the queue of examples (one example's blocks may span passes; several examples may
   share one). The last pass is padded with dummy blocks (the pass's first image, key 0, stream 0,
-  block 0, no valid draw) to a fixed shape.
+  blocks 0, 1, ..., no valid draw) to a fixed shape.
 * **sigma is data.** Every image carries its own noise level (float32 [B]), so per-image sigma needs
   no second path; the scalar-sigma API fills it.
 
@@ -86,14 +86,15 @@ def block_plan(plan: Plan, noise_block: int):
 
 
 def count_blocks(base_model, images, image_of_block, seeds, valid, sigma, *, block_size, num_classes,
-                 parallel_passes=1):
+                 parallel_passes=1, noise_scheme=2, block_index=None):
     """Top-1 class counts of the base classifier on noisy copies, one count vector per block.
 
     Args:
         base_model: callable Keras model, pixels [batch, H, W, C] in [0, 1] -> scores [batch, K].
         images: float32 [B, H, W, C] in [0, 1].
         image_of_block: int32 [M], which image each block perturbs.
-        seeds: int64 [M, 2], from `tfsmooth.noise.block_seeds`.
+        seeds: int64 [M, 2], from `tfsmooth.noise.block_seeds`: each block's own seed (noise_scheme 2) or the
+            seed of block 0 of its (key, stream) (noise_scheme 3, with `block_index`).
         valid: int32 [M], how many of the block's draws count (its first `valid` draws; the rest
             are discarded).
         sigma: float32 [B], each image's noise level (l2 per pixel, [0, 1] scale), > 0.
@@ -104,6 +105,9 @@ def count_blocks(base_model, images, image_of_block, seeds, valid, sigma, *, blo
             scheduler runs them at the same time (on a CPU this keeps the cores busier than one
             large pass whose kernels synchronize all threads). The counts do not depend on it:
             every block's noise comes from its own seed. Must not exceed M (no empty group).
+        noise_scheme: 2 (one RNG op per block, `noise.gaussian_blocks`) or 3 (one per run of consecutive blocks
+            of one (key, stream), `noise.gaussian_runs`; `noise.NOISE_SCHEMES`).
+        block_index: int64 [M], scheme 3 only: each block's index in its (key, stream) sequence.
 
     Returns:
         int32 [M, num_classes]: counts of argmax f(x + delta) over the valid draws of each block.
@@ -114,15 +118,22 @@ def count_blocks(base_model, images, image_of_block, seeds, valid, sigma, *, blo
     total = tf.shape(seeds)[0]
     block_sigma = tf.gather(tf.cast(sigma, tf.float32), image_of_block)
     bounds = [(total * i) // parallel_passes for i in range(parallel_passes + 1)]
+    if noise_scheme == 3 and block_index is None:
+        raise ValueError("noise_scheme 3 draws blocks by their index: pass block_index")
+    index = block_index if block_index is not None else tf.zeros([total], tf.int64)
     return tf.concat([
         _count_group(base_model, images, image_of_block[lo:hi], seeds[lo:hi], valid[lo:hi], block_sigma[lo:hi],
-                     block_size, num_classes)
+                     block_size, num_classes, noise_scheme, index[lo:hi])
         for lo, hi in zip(bounds[:-1], bounds[1:])], axis=0)
 
 
-def _count_group(base_model, images, image_of_block, seeds, valid, block_sigma, block_size, num_classes):
+def _count_group(base_model, images, image_of_block, seeds, valid, block_sigma, block_size, num_classes,
+                 noise_scheme, block_index):
     image_shape = images.shape[1:]
-    delta = noise.gaussian_blocks(seeds, block_size, image_shape, block_sigma)
+    if noise_scheme == 3:
+        delta = noise.gaussian_runs(seeds, block_index, block_size, image_shape, block_sigma)
+    else:
+        delta = noise.gaussian_blocks(seeds, block_size, image_shape, block_sigma)
     noisy = tf.gather(images, image_of_block)[:, None] + delta
     logits = base_model(tf.reshape(noisy, [-1, *image_shape]), training=False)
     if logits.shape[-1] is not None and logits.shape[-1] != num_classes:
@@ -189,13 +200,14 @@ def resolve_devices(devices) -> Optional[Tuple[str, ...]]:
 
 
 def pass_function(base_model, image_shape, *, noise_block: int, num_classes: int, parallel_passes: int,
-                  device: Optional[str] = None):
+                  device: Optional[str] = None, noise_scheme: int = 2):
     """A compiled forward pass of the host scheduler (`iter_counts`).
 
     Args:
         device: where the pass runs (a TensorFlow device name such as "/GPU:1"), or None (default): TensorFlow's
             own placement. The base model's variables stay where they are; a pass on another device reads them
             there (TensorFlow copies them for the pass: ~1 MB for a CIFAR-10 ResNet-20).
+        noise_scheme: 2 (default) or 3 (`noise.NOISE_SCHEMES`): how the pass draws its blocks.
 
     Returns:
         A `tf.function` (images float32 [B, H, W, C], image_of_block int32 [M], keys int64 [M],
@@ -206,7 +218,8 @@ def pass_function(base_model, image_shape, *, noise_block: int, num_classes: int
             tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
             tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64)]
 
-    return tf.function(_Pass(base_model, noise_block, num_classes, parallel_passes, device), input_signature=spec)
+    return tf.function(_Pass(base_model, noise_block, num_classes, parallel_passes, device,
+                             noise.check_noise_scheme(noise_scheme)), input_signature=spec)
 
 
 class _Pass:
@@ -214,18 +227,23 @@ class _Pass:
     code object for its "excessive retracing" warning, so closures of one function traced once per
     `SmoothedClassifier` would add up and warn after five classifiers; an object is its own key."""
 
-    def __init__(self, base_model, noise_block, num_classes, parallel_passes, device=None):
+    def __init__(self, base_model, noise_block, num_classes, parallel_passes, device=None, noise_scheme=2):
         self.base_model, self.noise_block = base_model, noise_block
         self.num_classes, self.parallel_passes, self.device = num_classes, parallel_passes, device
+        self.noise_scheme = noise_scheme
 
     def __call__(self, images, image_of_block, keys, streams, block_index, valid, sigma, seed):
         with contextlib.ExitStack() as scope:
             if self.device is not None:
                 scope.enter_context(tf.device(self.device))
-            seeds = noise.block_seeds(seed, keys, streams, block_index)
+            if self.noise_scheme == 3:  # the run key of block 0; the blocks are counter offsets of it
+                seeds = noise.block_seeds(seed, keys, streams, tf.zeros_like(block_index))
+            else:
+                seeds = noise.block_seeds(seed, keys, streams, block_index)
             return count_blocks(self.base_model, images, image_of_block, seeds, valid, sigma,
                                 block_size=self.noise_block, num_classes=self.num_classes,
-                                parallel_passes=self.parallel_passes)
+                                parallel_passes=self.parallel_passes, noise_scheme=self.noise_scheme,
+                                block_index=block_index)
 
 
 def iter_counts(examples: Iterable[Tuple[int, np.ndarray, float]], plan: Plan, *, noise_block: int,
@@ -335,7 +353,7 @@ def _dispatch(open_jobs, take, per_pass, seed, run_pass):
     image_of_block = np.array([local[t[0]] for t in take] + [0] * pad, np.int32)
     keys = np.array([open_jobs[t[0]][0] for t in take] + [0] * pad, np.int64)
     streams = np.array([t[1] for t in take] + [0] * pad, np.int64)
-    block_index = np.array([t[2] for t in take] + [0] * pad, np.int64)
+    block_index = np.array([t[2] for t in take] + list(range(pad)), np.int64)  # padding: one run (scheme 3)
     valid = np.array([t[3] for t in take] + [0] * pad, np.int32)
     return run_pass(images, image_of_block, keys, streams, block_index, valid, sigma, np.int64(seed))
 

@@ -61,6 +61,8 @@ reproduces the library's counts.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 DOMAIN_SHIFT = 60
@@ -206,4 +208,101 @@ def gaussian_blocks(seeds, block_size: int, image_shape, sigma):
     sigma = tf.cast(sigma, tf.float32)
     if sigma.shape.rank:  # one level per block
         sigma = tf.reshape(sigma, [-1] + [1] * (len(shape)))
+    return standard * sigma
+
+
+NOISE_SCHEMES = (2, 3)
+"""How certification noise blocks are drawn from their seeds (the run record's `noise_scheme`):
+
+    2  one stateless op per block: block b of (seed, key, stream) is `stateless_normal` under
+       `block_seeds(seed, key, stream, b)` (`gaussian_blocks`; every file written before scheme 3).
+    3  counter-based: one Philox key per (seed, key, stream), the key and counter of
+       `block_seeds(seed, key, stream, 0)`; block b is the b-th slice of E = block_size * H * W * C
+       normals (rounded up to a multiple of 4, Philox's output width) of the one long sequence of
+       that key, i.e. the draw at counter + b * ceil(E / 4). Consecutive blocks of one (key, stream)
+       are then one draw -- one RNG op per *run* of blocks instead of one per block
+       (`gaussian_runs`); a pass of certification usually holds one run. Block 0 equals scheme 2's
+       block 0 (same key and counter), later blocks differ: a file keeps its scheme.
+
+Both give each block noise that depends only on (seed, key, stream, block) and the block's shape."""
+
+PHILOX = 1
+"""`tf.random.Algorithm.PHILOX.value`: the algorithm of the counter-based draws (scheme 3)."""
+
+
+def check_noise_scheme(scheme) -> int:
+    """A scheme of `NOISE_SCHEMES` (ValueError naming `noise_scheme` otherwise)."""
+    if isinstance(scheme, bool) or scheme not in NOISE_SCHEMES:
+        raise ValueError(f"noise_scheme must be one of {NOISE_SCHEMES}, got {scheme!r}")
+    return int(scheme)
+
+
+def add_counter(counter, offset):
+    """counter + offset for a 128-bit Philox counter.
+
+    Args:
+        counter: uint64 [2], low word first (TensorFlow's layout: `StatelessRandomGetKeyCounter`).
+        offset: uint64 scalar.
+
+    Returns:
+        uint64 [2]: the sum modulo 2**128 (the carry of the low word goes into the high word).
+    """
+    low = counter[0] + offset
+    carry = tf.cast(low < counter[0], tf.uint64)
+    return tf.stack([low, counter[1] + carry])
+
+
+def run_starts(seeds, block_index):
+    """Where the runs of a pass's blocks start: block i starts a run unless it continues block i - 1, i.e. has
+    the same seed and block_index[i - 1] + 1.
+
+    Args:
+        seeds: int64 [M, 2], `block_seeds(seed, key, stream, 0)` of each block (the run key).
+        block_index: int64 [M].
+
+    Returns:
+        int32 [R]: the first block of each run, increasing, starting at 0 (R >= 1 when M >= 1).
+    """
+    same_seed = tf.reduce_all(tf.equal(seeds[1:], seeds[:-1]), axis=-1)
+    continues = tf.logical_and(same_seed, tf.equal(block_index[1:], block_index[:-1] + 1))
+    starts = tf.concat([[True], tf.logical_not(continues)], axis=0)[:tf.shape(seeds)[0]]
+    return tf.cast(tf.reshape(tf.where(starts), [-1]), tf.int32)
+
+
+def gaussian_runs(seeds, block_index, block_size: int, image_shape, sigma):
+    """Draws noise blocks by scheme 3 (`NOISE_SCHEMES`): one Philox draw per run of consecutive blocks.
+
+    Args:
+        seeds: int64 [M, 2], `block_seeds(seed, key, stream, 0)` of each block's (key, stream).
+        block_index: int64 [M], each block's index within its (key, stream) sequence, in [0, MAX_BLOCK).
+        block_size: draws per block.
+        image_shape: (height, width, channels), static.
+        sigma: a float or float32 [M] (one level per block), > 0.
+
+    Returns:
+        float32 [M, block_size, height, width, channels], delta ~ N(0, sigma^2 I): block m is sigma[m] times
+        the block_index[m]-th slice of the standard normal sequence of seeds[m]'s Philox key, whatever the
+        other blocks of the call (`run_starts` groups them; a run is one `StatelessRandomNormalV2`).
+    """
+    elements = int(block_size * math.prod(image_shape))
+    step = -(-elements // 4)  # Philox counter increments per block (4 normals each)
+    total = tf.shape(seeds)[0]
+    starts = run_starts(seeds, block_index)
+    ends = tf.concat([starts[1:], [total]], axis=0)
+    runs = tf.shape(starts)[0]
+
+    def one_run(r, out):
+        first, length = starts[r], ends[r] - starts[r]
+        key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seeds[first])
+        offset = tf.cast(block_index[first], tf.uint64) * tf.constant(step, tf.uint64)
+        flat = tf.raw_ops.StatelessRandomNormalV2(shape=tf.stack([length * 4 * step]), key=key,
+                                                  counter=add_counter(counter, offset), alg=PHILOX)
+        return r + 1, out.write(r, tf.reshape(flat, [length, 4 * step])[:, :elements])
+
+    out = tf.TensorArray(tf.float32, size=runs, infer_shape=False, element_shape=tf.TensorShape([None, elements]))
+    _, out = tf.while_loop(lambda r, _: r < runs, one_run, (tf.constant(0), out))
+    standard = tf.reshape(out.concat(), [total, block_size, *image_shape])
+    sigma = tf.cast(sigma, tf.float32)
+    if sigma.shape.rank:
+        sigma = tf.reshape(sigma, [-1] + [1] * (len(image_shape) + 1))
     return standard * sigma

@@ -170,6 +170,13 @@ class SmoothedClassifier:
             >= 1. None (default): 1 where every device is a CPU (synchronous kernels: reading later gains nothing),
             else D + 1, so that with asynchronous GPU kernels the host prepares the next pass while the devices
             compute (expected to keep them busy; not yet measured on a GPU). The counts do not depend on it.
+        noise_scheme: how noise blocks are drawn from their seeds (`tfsmooth.noise.NOISE_SCHEMES`): 2 (default; one
+            RNG op per block, every result file so far) or 3 (counter-based Philox: one RNG op per run of consecutive
+            blocks of an image's stream, usually one per forward pass -- for accelerators, where an op per block
+            costs a kernel launch each). Either way a block's noise depends only on (seed, key, stream, block), so
+            the counts do not depend on batch size, devices or resumption; the two schemes draw different
+            numbers (same distribution), so a result file keeps its scheme (in its run record). The exported
+            SavedModel draws scheme 2.
 
     The noisy forward passes use `tfsmooth.models.folding.fold_batch_norm(base_model)`: each
     Conv2D + BatchNormalization pair runs as one fused convolution (about 20% faster on CPU), with
@@ -178,14 +185,16 @@ class SmoothedClassifier:
     Raises:
         ValueError: if base_model is a file path or not callable, sigma is not a number > 0 (a string is
             refused), num_classes < 2, noise_block < 1, parallel_passes < 1, compute_dtype is not "float32"
-            or "bfloat16" (or is "bfloat16" for a subclassed model), devices names no device of this process
+            or "bfloat16" (or is "bfloat16" for a subclassed model), noise_scheme is not 2 or 3, devices names no
+            device of this process
             (or one twice, or devices of two kinds), in_flight < 1, or the model's output size is known and differs
             from num_classes.
     """
 
     def __init__(self, base_model, num_classes: int, sigma: float, *, noise_block: int = 100,
                  compute_dtype: str = "float32", parallel_passes: Optional[int] = None, jit_compile: bool = False,
-                 devices: Union[None, str, Sequence[str]] = None, in_flight: Optional[int] = None):
+                 devices: Union[None, str, Sequence[str]] = None, in_flight: Optional[int] = None,
+                 noise_scheme: int = 2):
         if isinstance(base_model, (str, bytes, os.PathLike)):
             raise ValueError(f"base_model must be a Keras model, got the path {base_model!r}: load it first with "
                              "tfsmooth.load_model(path) or tfsmooth.models.io.load_base_model(path)")
@@ -211,6 +220,7 @@ class SmoothedClassifier:
         self.jit_compile = jit_compile
         self.devices = counting.resolve_devices(devices)
         self.in_flight = None if in_flight is None else stats.check_count(in_flight, "in_flight")
+        self.noise_scheme = noise.check_noise_scheme(noise_scheme)
         self._count_fns = {}
         self._passes = 0  # forward passes dispatched so far: the next one runs on device _passes mod D
 
@@ -571,7 +581,7 @@ class SmoothedClassifier:
                         model = _XlaForward(model)
                     self._count_fns[key] = counting.pass_function(
                         model, key[0], noise_block=self.noise_block, num_classes=self.num_classes,
-                        parallel_passes=parallel_passes, device=device)
+                        parallel_passes=parallel_passes, device=device, noise_scheme=self.noise_scheme)
                 return self._count_fns[key](images, *rest)
 
             return run

@@ -3,7 +3,8 @@
 Joins, per model, the fixed-n rows of `run.py` (idx 50, 150, ...) with issue 11's (idx 0, 100, ...; their run
 records must agree in everything that decides a row) and compares them with the sequential file: certified accuracy
 (%) at r = 0.25, 0.5, 0.75, total estimation draws, wall-clock (sum of the `time` column) and the distribution of
-n_used. Images present in both are compared; partial files are marked.
+n_used, for the sequential files of design 2 (the default) and design 1 (session 11's). Images present in all files
+are compared; partial comparisons are marked.
 
     .venv/bin/python benchmarks/sequential/compare.py
 """
@@ -47,34 +48,57 @@ def _fixed(name):
     return rows
 
 
+SEQUENTIAL = (("sequential2", "sequential, design 2 (default)"), ("sequential", "sequential, design 1"))
+
+
+def _accuracy(correct, radius, radii=RADII):
+    return [100 * np.mean((correct == 1) & (radius >= r)) for r in radii]
+
+
 def main():
     for name in MODELS:
-        sequential_path = os.path.join(RESULTS, "sequential", FILES["sequential"].format(name=name))
-        if not os.path.exists(sequential_path):
+        runs = {kind: results.read_results(path) for kind, path in (
+            (kind, os.path.join(RESULTS, "sequential", FILES[kind].format(name=name))) for kind, _ in SEQUENTIAL)
+            if os.path.exists(path)}
+        if not runs:
             continue
-        seq = results.read_results(sequential_path)
         fixed = _fixed(name)
-        common = sorted(set(fixed) & set(int(i) for i in seq.idx))
-        if not common:
-            continue
-        position = {int(idx): i for i, idx in enumerate(seq.idx)}
-        pick = np.array([position[i] for i in common])
-        s_correct, s_radius, s_time = seq.correct[pick], seq.radius[pick], seq.time[pick]
-        s_used = seq.n_used[pick]
-        f_correct = np.array([fixed[i][0] for i in common])
-        f_radius = np.array([fixed[i][1] for i in common])
-        f_time = np.array([fixed[i][2] for i in common])
-        note = "" if len(common) == 200 else f" (partial: {len(common)} of 200 images)"
+        common = sorted(set(fixed).intersection(*[set(int(i) for i in run.idx) for run in runs.values()]))
+        note = "" if len(common) == 200 else f" (partial: the {len(common)} of 200 images with fixed-n rows so far)"
         print(f"\n### {name}{note}\n")
         print("| run | " + " | ".join(f"r={r}" for r in RADII) + " | estimation draws | wall-clock s |")
         print("| --- | " + " | ".join("---:" for _ in RADII) + " | ---: | ---: |")
-        for label, correct, radius, draws, seconds in (
-                ("fixed-n CERTIFY, n = 100,000", f_correct, f_radius, 100_000 * len(common), f_time.sum()),
-                ("sequential, n_max = 100,000", s_correct, s_radius, int(s_used.sum()), s_time.sum())):
-            accuracy = [100 * np.mean((correct == 1) & (radius >= r)) for r in RADII]
-            print(f"| {label} | " + " | ".join(f"{a:.1f}" for a in accuracy) + f" | {draws:,} | {seconds:,.0f} |")
-        print(f"\ndraws: {100_000 * len(common) / max(1, s_used.sum()):.1f}x fewer; n_used per image: "
-              + ", ".join(f"{n}: {c}" for n, c in zip(*np.unique(s_used, return_counts=True))))
+        f_correct = np.array([fixed[i][0] for i in common])
+        f_radius = np.array([fixed[i][1] for i in common])
+        f_time = np.array([fixed[i][2] for i in common])
+        print("| fixed-n CERTIFY, n = 100,000 | " + " | ".join(f"{a:.1f}" for a in _accuracy(f_correct, f_radius))
+              + f" | {100_000 * len(common):,} | {f_time.sum():,.0f} |")
+        for kind, label in SEQUENTIAL:
+            if kind not in runs:
+                continue
+            run = runs[kind]
+            position = {int(idx): i for i, idx in enumerate(run.idx)}
+            pick = np.array([position[i] for i in common], np.int64)
+            used = int(run.n_used[pick].sum())
+            print(f"| {label} | " + " | ".join(f"{a:.1f}" for a in _accuracy(run.correct[pick], run.radius[pick]))
+                  + f" | {used:,} ({100_000 * len(common) / max(1, used):.1f}x fewer) | {run.time[pick].sum():,.0f} |")
+        print("\nAll images of each sequential file (fixed-n at n = 100,000 would spend 100,000 estimation draws on each):\n")
+        print("| run | images | " + " | ".join(f"r={r}" for r in (*RADII, 1.0))
+              + " | draws (total) | mean / median n_used | vs n = 100,000 | wall-clock s |")
+        print("| --- | ---: | " + " | ".join("---:" for _ in range(len(RADII) + 1)) + " | ---: | ---: | ---: | ---: |")
+        for kind, label in SEQUENTIAL:
+            if kind not in runs:
+                continue
+            run = runs[kind]
+            used = run.n_used.astype(np.int64)
+            print(f"| {label} | {len(used)} | "
+                  + " | ".join(f"{a:.1f}" for a in _accuracy(run.correct, run.radius, (*RADII, 1.0)))
+                  + f" | {int(used.sum()):,} | {used.mean():,.0f} / {np.median(used):,.0f} | "
+                  f"{100_000 * len(used) / max(1, used.sum()):.1f}x fewer | {run.time.sum():,.0f} |")
+        for kind, label in SEQUENTIAL:
+            if kind in runs:
+                values, counts = np.unique(runs[kind].n_used, return_counts=True)
+                print(f"\nn_used ({label}): " + ", ".join(f"{v:,}: {c}" for v, c in zip(values, counts)))
 
 
 if __name__ == "__main__":

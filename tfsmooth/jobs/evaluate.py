@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tfsmooth import checks, counting, data, registry, results, samplewise, sequential, stats
+from tfsmooth import checks, counting, data, noise, registry, results, samplewise, sequential, stats
 from tfsmooth.jobs import records
 from tfsmooth.smoothing import SmoothedClassifier, recertify
 
@@ -76,6 +76,9 @@ class CertifyConfig:
             to n_l, conditional-power futility) or 1 (session 11's: doubling looks, alpha / L each;
             `tfsmooth.sequential` "Designs"). In the run record when 2, so files of design 1 (written before the
             option, without the key) resume only with sequential_design=1.
+        noise_scheme: how the noise blocks are drawn (`tfsmooth.noise.NOISE_SCHEMES`): 2 (default, every file so
+            far) or 3 (counter-based, one RNG op per run of blocks: for accelerators). The record's `noise_scheme`;
+            a file resumes only under its own scheme. Sample-wise certification draws scheme 2 only.
         devices: where the noisy forward passes run (`SmoothedClassifier`'s devices: None, "all" or names such as
             "GPU:0,GPU:1"), checked when the job starts. The counts do not depend on it (devices of one kind), so it
             is not part of the run record: a run may resume on other devices.
@@ -107,12 +110,16 @@ class CertifyConfig:
     radii: Optional[Tuple[float, ...]] = None
     n_first: int = 100
     sequential_design: int = 2
+    noise_scheme: int = 2
     devices: Union[None, str, Tuple[str, ...]] = None
 
     def __post_init__(self):
         check_evaluation_fields(self)
         checks.check_count(self.n0, "n0")
         object.__setattr__(self, "devices", counting.resolve_devices(self.devices))
+        noise.check_noise_scheme(self.noise_scheme)
+        if self.noise_scheme != 2 and self.sigma_grid is not None:
+            raise ValueError("sample-wise certification (sigma_grid) draws noise scheme 2 only: use noise_scheme=2")
         checks.check_choice(self.compute_dtype, "compute_dtype", registry.COMPUTE_DTYPES)
         checks.check_choice(self.method, "method", registry.CERTIFY_METHODS)
         object.__setattr__(self, "alpha_split", stats.check_alpha_split(self.alpha_split))
@@ -225,7 +232,7 @@ def _run(config, out, on_row, kind, restart, also=()):
     base, record = records.load_recorded_model(config, functools.partial(config.run_record, kind))
     num_classes = records.check_model_fits_data(base, info, f"model {config.model}")
     smoothed = SmoothedClassifier(base, num_classes, config.sigma, compute_dtype=config.compute_dtype,
-                                  devices=config.devices)
+                                  devices=config.devices, noise_scheme=config.noise_scheme)
     if kind == "certify" and config.radii is not None:
         if also:
             raise ValueError("sequential certification writes one file: `also` does not apply")

@@ -13,7 +13,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from tfsmooth import checks, data, files
+from tfsmooth import checks, data, files, noise
 from tfsmooth.models.io import load_base_model
 
 NOISE_SCHEME = 2
@@ -70,7 +70,7 @@ def run_record(config, kind: str, omit) -> dict:
     for name in ["data_dir", *omit]:
         record.pop(name)
     record["kind"] = kind
-    record["noise_scheme"] = NOISE_SCHEME
+    record["noise_scheme"] = getattr(config, "noise_scheme", NOISE_SCHEME)  # certify/predict may draw scheme 3
     record["device"] = device
     return record
 
@@ -158,6 +158,11 @@ def check_resumable(out: str, record: dict) -> None:
     except ValueError:
         return  # ResultsWriter reports a damaged sidecar
     if isinstance(found, dict) and found.get("noise_scheme") != record["noise_scheme"]:
-        raise ValueError(f"{out} was written by an older tfsmooth (noise scheme {found.get('noise_scheme', 1)}, "
+        scheme = found.get("noise_scheme", 1)
+        if scheme in noise.NOISE_SCHEMES:
+            raise ValueError(f"{out} was written under noise scheme {scheme}, this run draws scheme "
+                             f"{record['noise_scheme']}: continue it with --noise-scheme {scheme} (noise_scheme="
+                             f"{scheme}), write to a new --out, or rerun with --restart to start over")
+        raise ValueError(f"{out} was written by an older tfsmooth (noise scheme {scheme}, "
                          f"this version draws scheme {record['noise_scheme']}): its rows cannot be continued; "
                          "write to a new --out, or rerun with --restart to start over")
