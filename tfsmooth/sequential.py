@@ -4,8 +4,8 @@ Fixed-n CERTIFY (Cohen et al. 2019, Sec. 3.2) spends n draws on every image. For
 the targets r_1 < ... < r_m matter: R >= r_k <=> p_A >= q_k = Phi(r_k / sigma) (CERTIFY's radius
 sigma * Phi^-1(p_a_lower), Theorem 1 with p_B = 1 - p_A). An image whose top class wins almost every draw is decided
 at the largest target after a few thousand draws; a borderline one needs many. Here each image draws in *looks*
-at n_1 < n_2 < ... < n_L = n_max (doubling from `n_first`, `look_schedule`) and stops as soon as its answer is
-decided.
+at n_1 < n_2 < ... < n_L = n_max (growing by 1.5 or 2 from `n_first`: the designs below) and stops as soon as
+its answer is decided.
 
 The bound (this library's derivation; cf. the confidence sequences of Voracek & Hein, NeurIPS 2024, and the
 adaptive sampling of Horvath et al., ICLR 2022, METHODS.md §6): at look l the one-sided Clopper-Pearson lower bound
@@ -35,9 +35,10 @@ Designs (`DESIGNS`; both sound by the argument above, they differ only in draws 
     p_A^+ = CP_upper(k_l, n_l, beta), stop if even a share p_A^+ of every remaining draw (count
     k_l + p_A^+ (n_max - n_l) at n_max) would leave the last look's bound below q_{k+1}. It gives up on an image whose
     p_A is unlikely to be high enough for the budget to decide it -- the images just above a threshold that drew to
-    n_max in design 1 -- and costs power only on those (an image with p_A above its beta-upper bound: probability
-    <= beta). Chosen by simulating binomial counts at the p_A of issue 11's fixed-n rows (`benchmarks/sequential`,
-    RESULTS.md "Issue 15").
+    n_max in design 1 -- and costs power only on those (an image whose p_A lies above its beta-upper bound at a
+    look: probability <= beta per look, ~0.2-0.3 over the 16 interim looks, but only images near a threshold are
+    then stopped short of a radius they could have reached). Chosen by simulating binomial counts at the p_A of
+    issue 11's fixed-n rows (`benchmarks/sequential/simulate_designs.py`; RESULTS.md "Issue 15", session 12).
 The budget rule (both designs): stop if q_{k+1} is out of reach even if every remaining draw went to c_A -- the
 last look's bound CP_lower(k_l + n_max - n_l, n_max, alpha_L) (the best any later look can get: CP_lower(k + m, n + m)
 grows with m and alpha_l never falls with l) stays below it. It matters for the largest targets: at sigma = 0.25,
@@ -132,13 +133,24 @@ def check_design(design) -> int:
     return int(design)
 
 
+def _weights(looks, design: int) -> np.ndarray:
+    return np.ones(len(looks)) if design == 1 else np.asarray(looks, np.float64)
+
+
 def design_schedule(n_first: int, n_max: int, noise_block: int = 100, design: int = DEFAULT_DESIGN):
     """(looks, spending): the look schedule of `design` and the fraction of alpha spent at each look (sums to 1):
     1/L each (design 1) or n_l / sum_j n_j (design 2). Fixed before any draw, which is all the union bound needs."""
     design = check_design(design)
     looks = look_schedule(n_first, n_max, noise_block, _GROWTH[design])
-    weights = np.ones(len(looks)) if design == 1 else np.asarray(looks, np.float64)
+    weights = _weights(looks, design)
     return looks, weights / weights.sum()
+
+
+def _levels(alpha: float, split: float, looks, design: int):
+    """(alpha_l on p_A, alpha_l on p_B) of every look: alpha * split * w_l / sum w (design 1: exactly alpha * split /
+    L, the levels of the files written before designs existed)."""
+    weights = _weights(looks, design)
+    return alpha * split * weights / weights.sum(), alpha * (1.0 - split) * weights / weights.sum()
 
 
 METHODS = ("cohen", "t-certify")
@@ -164,8 +176,9 @@ def _t_radius(sigma: float, p_a_lower: float, p_b_upper: float) -> float:
 
 def _last_levels(alpha: float, split: float, n_first: int, n_max: int, noise_block: int, design: int):
     """(alpha spent on p_A, on p_B) at the last look -- the largest any look has in both designs."""
-    _, spending = design_schedule(n_first, n_max, noise_block, design)
-    return alpha * split * spending[-1], alpha * (1.0 - split) * spending[-1]
+    looks, _ = design_schedule(n_first, n_max, noise_block, design)
+    level_a, level_b = _levels(alpha, split, looks, design)
+    return level_a[-1], level_b[-1]
 
 
 def _unanimous_radius(n_max: int, level_a: float, level_b: float, sigma: float, split: float) -> float:
@@ -228,7 +241,8 @@ class SequentialTest:
         noise_block: draws per block; looks are multiples of it.
         method: "cohen" (CERTIFY's radius) or "t-certify" (the runner-up bounded too; module docstring).
         alpha_split: "t-certify": the fraction of alpha spent on p_A, in (0, 1) (default 0.5).
-        num_classes: K, for the futility stop of "t-certify" (a floor on the runner-up; None: no floor).
+        num_classes: K, for the futility stop of "t-certify" (a floor (1 - p_A) / (K - 1) on the runner-up; None:
+            design 2 without the floor, design 1 without its confidence stop).
         design: 1 or 2 (`DESIGNS`, module docstring "Designs"; default 2).
 
     Raises:
@@ -254,9 +268,9 @@ class SequentialTest:
         self.design = check_design(self.design)
         if self.num_classes is not None:
             self.num_classes = checks.check_count(self.num_classes, "num_classes", minimum=2)
-        self.looks, spending = design_schedule(self.n_first, self.n_max, self.noise_block, self.design)
-        self.alpha_looks = self.alpha * self.split * spending  # spent on p_A at each look
-        self.alpha_looks_b = self.alpha * (1.0 - self.split) * spending  # on p_B ("t-certify")
+        self.looks, _ = design_schedule(self.n_first, self.n_max, self.noise_block, self.design)
+        # spent on p_A and ("t-certify") on p_B at each look
+        self.alpha_looks, self.alpha_looks_b = _levels(self.alpha, self.split, self.looks, self.design)
         self.thresholds = scipy_stats.norm.cdf(np.asarray(self.radii) / self.sigma)  # q_k
         if not _unanimous_decides(self.alpha, self.sigma, self.split, self.radii[0], self.n_first, self.n_max,
                                   self.noise_block, self.design):
@@ -321,7 +335,10 @@ class SequentialTest:
         count_b + rate_b (n_max - n) (fractional counts: Beta quantiles). The last look is the best of the later ones
         when rate_a >= count_a / n and rate_b <= count_b / n (the projected share moves towards the rate, the interval
         narrows with n and alpha_l never falls with l), which holds for the rates used: 1 and 0 (the budget rule:
-        no draw could do better), CP_upper(count_a, n, beta) and CP_lower(count_b, n, beta) (conditional power)."""
+        no draw could do better), CP_upper(count_a, n, beta) and max((1 - p_A^+) / (K - 1), CP_lower(count_b, n,
+        beta)) (conditional power; the floor is <= count_b / n, the runner-up being the largest of the K - 1 other
+        counts). The counts may be fractional (Beta quantiles; `stats` clamps k < 1 and n - k < 1 to 1, which only
+        makes these bounds more optimistic: the test stops less, never certifies more)."""
         if n >= self.n_max:
             return False  # the last look: the test stops anyway
         extra = self.n_max - n

@@ -92,7 +92,7 @@ class SequentialCertificate:
     Attributes:
         label: c_A, or ABSTAIN (-1) when no look's lower bound exceeded 1/2.
         radius: the largest target radius decided (l2, [0, 1] pixels), 0.0 if none.
-        p_a_lower: the largest lower bound over the looks done (each at alpha / L).
+        p_a_lower: the largest lower bound over the looks done (look l at its level alpha_l, `tfsmooth.sequential`).
         n_used: estimation draws used (the last look's n); the n0 selection draws come on top.
         counts: int64 [num_classes], class counts of the first n_used estimation draws (the counts a fixed-n
             CERTIFY with n = n_used gets for the same seed and key).

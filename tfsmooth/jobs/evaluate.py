@@ -117,7 +117,8 @@ class CertifyConfig:
         check_evaluation_fields(self)
         checks.check_count(self.n0, "n0")
         object.__setattr__(self, "devices", counting.resolve_devices(self.devices))
-        noise.check_noise_scheme(self.noise_scheme)
+        object.__setattr__(self, "noise_scheme", noise.check_noise_scheme(self.noise_scheme))
+        object.__setattr__(self, "sequential_design", sequential.check_design(self.sequential_design))
         if self.noise_scheme != 2 and self.sigma_grid is not None:
             raise ValueError("sample-wise certification (sigma_grid) draws noise scheme 2 only: use noise_scheme=2")
         checks.check_choice(self.compute_dtype, "compute_dtype", registry.COMPUTE_DTYPES)
@@ -136,7 +137,6 @@ class CertifyConfig:
             if self.method == "t-certify" and (self.alpha_split == registry.ALPHA_SPLIT_AUTO or self.alpha_split >= 1):
                 raise ValueError(f"sequential T-CERTIFY takes a fixed alpha_split in (0, 1), not "
                                  f"{self.alpha_split!r} (1.0 is method 'cohen'; 'auto' chooses on fixed-n counts)")
-            sequential.check_design(self.sequential_design)
             sequential.look_schedule(self.n_first, self.n)  # n_first a multiple of the noise block, <= n
 
     def run_record(self, kind: str) -> dict:
@@ -152,7 +152,7 @@ class CertifyConfig:
             omit.append("shard")
         if kind != "certify" or self.radii is None:  # and for fixed-n files
             omit += ["radii", "n_first"]
-        if self.radii is None or self.sequential_design == 1:  # and for sequential files of design 1 (session 11)
+        if kind != "certify" or self.radii is None or self.sequential_design == 1:  # and design-1 files (session 11)
             omit.append("sequential_design")
         record = records.run_record(self, kind, omit)
         for key in ("shard", "sigma_grid", "radii"):
