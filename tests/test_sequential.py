@@ -65,6 +65,31 @@ def test_design_1_answers_as_session_11_s_code(p_a, probs, seed, decided_sum, us
     assert (int(decided.sum()), int(used.sum())) == (decided_sum, used_sum)
 
 
+@pytest.mark.parametrize("method", ["cohen", "t-certify"])
+def test_design_2_pursues_the_prediction_before_giving_up_on_the_first_target(method):
+    # p_A = 0.6 at sigma = 0.25: r_1 = 0.25 (q = 0.841) is out of reach, but g's prediction (radius 0, a bound > 1/2)
+    # is not: design 2 draws on until the image is certified at radius 0 (the r = 0 column of a table). Design 1
+    # (kept for its files) stops at the first look when r_1 is out of reach and mostly abstains.
+    probs = [0.6, 0.3] + [0.0125] * 8
+    answers = {}
+    for design in sequential.DESIGNS:
+        predicted, used = 0, []
+        rng = np.random.default_rng(design)
+        for _ in range(100):
+            test = sequential.SequentialTest(SIGMA, RADII, 0.001, 100, 100_000, method=method, num_classes=10,
+                                             design=design)
+            counts, drawn = np.zeros(10, np.int64), 0
+            while not test.stopped:
+                counts += rng.multinomial(test.next_n - drawn, probs)
+                drawn = test.next_n
+                test.update(counts[0], counts[1:].max())
+            predicted += test.certifies and test.radius == 0.0
+            used.append(test.n_used)
+        answers[design] = predicted, np.median(used)
+    assert answers[2][0] >= 95 and answers[2][1] < 10_000, answers
+    assert answers[1][0] < 50 and answers[1][1] == 100, answers
+
+
 def test_design_2_gives_up_on_images_the_budget_is_unlikely_to_decide():
     # r = 0.75 at sigma = 0.25 needs p_A >= Phi(3) = 0.99865. Just above it (p_A = 0.99885) design 1 draws to
     # n_max for a target it decides in ~1 % of the images; design 2's conditional power stops most far earlier.

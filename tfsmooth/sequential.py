@@ -33,7 +33,9 @@ Designs (`DESIGNS`; both sound by the argument above, they differ only in draws 
     the first 3.2e-4 alpha, still enough for a unanimous vote of 100 draws to decide r = 0.25 at sigma = 0.25) --
     and the futility stop is *conditional power* at level beta = `FUTILITY_LEVEL` (0.05): with
     p_A^+ = CP_upper(k_l, n_l, beta), stop if even a share p_A^+ of every remaining draw (count
-    k_l + p_A^+ (n_max - n_l) at n_max) would leave the last look's bound below q_{k+1}. It gives up on an image whose
+    k_l + p_A^+ (n_max - n_l) at n_max) would leave the last look's bound below q_{k+1}. Until some bound exceeds
+    1/2 the next target is g's prediction itself (radius 0, threshold 1/2; the r = 0 column of a table): an image
+    whose p_A is, say, 0.6 draws on until it is predicted, not only until r_1 is seen to be out of reach. It gives up on an image whose
     p_A is unlikely to be high enough for the budget to decide it -- the images just above a threshold that drew to
     n_max in design 1 -- and costs power only on those (an image whose p_A lies above its beta-upper bound at a
     look: probability <= beta per look, ~0.2-0.3 over the 16 interim looks, but only images near a threshold are
@@ -319,17 +321,20 @@ class SequentialTest:
         """Whether the next undecided target is out of reach of any further look (module docstring)."""
         if self.design == 1:
             return self._beyond_reach(count_a, count_b, n, 1.0, 0.0) or self._beyond_confidence(count_a, count_b, n)
-        # Design 2: the budget rule (all remaining draws to c_A), then conditional power at FUTILITY_LEVEL.
-        if self._beyond_reach(count_a, count_b, n, 1.0, 0.0):
+        # Design 2: the budget rule (all remaining draws to c_A), then conditional power at FUTILITY_LEVEL, both
+        # aimed first at g's prediction itself (radius 0: the r = 0 column of a table) until it is certified.
+        predict_first = not self.certifies
+        if self._beyond_reach(count_a, count_b, n, 1.0, 0.0, predict_first):
             return True
         p_a_plus = stats.clopper_pearson_upper(count_a, n, FUTILITY_LEVEL)
         p_b_minus = 0.0
         if self.method != "cohen":
             floor = (1.0 - p_a_plus) / (self.num_classes - 1) if self.num_classes else 0.0
             p_b_minus = max(floor, stats.clopper_pearson_lower(count_b, n, FUTILITY_LEVEL))
-        return self._beyond_reach(count_a, count_b, n, p_a_plus, p_b_minus)
+        return self._beyond_reach(count_a, count_b, n, p_a_plus, p_b_minus, predict_first)
 
-    def _beyond_reach(self, count_a: int, count_b: Optional[int], n: int, rate_a: float, rate_b: float) -> bool:
+    def _beyond_reach(self, count_a: int, count_b: Optional[int], n: int, rate_a: float, rate_b: float,
+                      predict_first: bool = False) -> bool:
         """Whether no later look could decide the next target if c_A got a fraction `rate_a` and the runner-up
         `rate_b` of every further draw: the last look's bounds on the counts count_a + rate_a (n_max - n) and
         count_b + rate_b (n_max - n) (fractional counts: Beta quantiles). The last look is the best of the later ones
@@ -338,7 +343,9 @@ class SequentialTest:
         no draw could do better), CP_upper(count_a, n, beta) and max((1 - p_A^+) / (K - 1), CP_lower(count_b, n,
         beta)) (conditional power; the floor is <= count_b / n, the runner-up being the largest of the K - 1 other
         counts). The counts may be fractional (Beta quantiles; `stats` clamps k < 1 and n - k < 1 to 1, which only
-        makes these bounds more optimistic: the test stops less, never certifies more)."""
+        makes these bounds more optimistic: the test stops less, never certifies more). With `predict_first` the
+        target is g's prediction itself (radius 0): CERTIFY's bound > 1/2, T-CERTIFY's lower bound > the runner-up's
+        upper bound (`certifies`)."""
         if n >= self.n_max:
             return False  # the last look: the test stops anyway
         extra = self.n_max - n
@@ -346,10 +353,12 @@ class SequentialTest:
                                             self.alpha_looks[-1])
         best_lower = max(self.best_lower, float(lower))
         if self.method == "cohen":
-            return best_lower < self.thresholds[self.decided]
+            return best_lower <= 0.5 if predict_first else best_lower < self.thresholds[self.decided]
         upper = stats.clopper_pearson_upper(min(count_b + rate_b * extra, self.n_max), self.n_max,
                                             self.alpha_looks_b[-1])
         best_upper = min(self.best_upper_b, float(upper), 1.0 - best_lower)
+        if predict_first:
+            return best_lower <= best_upper
         return _t_radius(self.sigma, best_lower, best_upper) < self.radii[self.decided]
 
     def _beyond_confidence(self, count_a: int, count_b: Optional[int], n: int) -> bool:

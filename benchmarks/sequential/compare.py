@@ -2,7 +2,7 @@
 
 Joins, per model, the fixed-n rows of `run.py` (idx 50, 150, ...) with issue 11's (idx 0, 100, ...; their run
 records must agree in everything that decides a row) and compares them with the sequential file: certified accuracy
-(%) at r = 0.25, 0.5, 0.75, total estimation draws, wall-clock (sum of the `time` column) and the distribution of
+(%) at r = 0 (the smoothed prediction), 0.25, 0.5, 0.75, total estimation draws, wall-clock (sum of the `time` column) and the distribution of
 n_used, for the sequential files of design 2 (the default) and design 1 (session 11's). Images present in all files
 are compared; partial comparisons are marked.
 
@@ -21,7 +21,7 @@ from run import FILES, ISSUE_11, MODELS, RESULTS  # noqa: E402
 
 from tfsmooth import results  # noqa: E402
 
-RADII = (0.25, 0.5, 0.75)
+RADII = (0.0, 0.25, 0.5, 0.75)
 DECIDING = ("model_sha256", "dataset", "split", "sigma", "n0", "n", "alpha", "seed", "data_source", "noise_scheme",
             "kind")
 
