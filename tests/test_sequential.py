@@ -48,7 +48,9 @@ def test_easy_images_stop_early_and_clear_ones_are_decided(design):
     assert np.mean(decided == 1) > 0.95  # r_1 decided, r_2 (q = 0.977) out of reach: stopped by futility
     assert np.median(used) < 100_000
     decided, used = _decide(0.3, 0.001, 50, n_max=100_000, design=design)
-    assert np.all(decided == 0) and np.all(used == 100)  # hopeless: stops at the first look
+    # hopeless: stops at the first look (design 2 pursues the prediction, a bound > 1/2, a look longer when the first
+    # 100 draws happen to put p_A's 0.05-upper bound above 1/2)
+    assert np.all(decided == 0) and np.mean(used == 100) >= 0.9 and used.max() <= 400
 
 
 @pytest.mark.parametrize("p_a, probs, seed, decided_sum, used_sum", [
