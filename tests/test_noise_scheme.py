@@ -121,19 +121,27 @@ def test_a_scheme_3_pass_draws_one_rng_op_per_run(monkeypatch):
     _runs(1, [4, 4, 6, 6, 4], [1] * 5, [0, 1, 0, 1, 2])
     assert len(calls) == 3
     monkeypatch.undo()
-    # In the traced pass: one StatelessRandomNormalV2, inside the loop over runs, none outside it.
-    base, _ = _linear(0.0)
+    # A whole counting pass (run eagerly): 8 blocks of one image's estimation stream and 2 padding blocks (key 0,
+    # stream 0, blocks 0, 1 -- one run of their own) are 2 sampler calls; scheme 2 would make 10.
+    base, image = _linear(0.0)
     fn = counting.pass_function(base, fixtures.SHAPE, noise_block=100, num_classes=2, parallel_passes=1,
                                 noise_scheme=3)
-    graph = fn.get_concrete_function().graph
-    ops = [op.type for op in graph.get_operations()]
-    bodies = [f for f in graph.as_graph_def().library.function]
-    body_ops = [node.op for f in bodies for node in f.node_def]
-    assert "StatelessRandomNormalV2" in body_ops and body_ops.count("StatelessRandomNormalV2") == 1
-    assert "StatelessRandomNormalV2" not in ops  # not outside the loop
-    assert "StatelessRandomNormalV3" not in body_ops + ops and "StatelessRandomNormal" not in body_ops + ops
+    calls.clear()
+    monkeypatch.setattr(tf.raw_ops, "StatelessRandomNormalV2", counted)
+    tf.config.run_functions_eagerly(True)
+    try:
+        out = fn(image[None], np.zeros(10, np.int32), np.array([7] * 8 + [0] * 2, np.int64),
+                 np.array([1] * 8 + [0] * 2, np.int64), np.array(list(range(3, 11)) + [0, 1], np.int64),
+                 np.array([100] * 8 + [0] * 2, np.int32), np.array([0.25], np.float32), np.int64(0))
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert calls == [8 * 100 * fixtures.D, 2 * 100 * fixtures.D] and np.asarray(out).sum() == 800
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="noise_scheme"):
         SmoothedClassifier(base, 2, 0.25, noise_scheme=4)
+    with pytest.raises(ValueError, match="noise_scheme"):
+        counting.count_blocks(base, image[None], [0], noise.block_seeds(0, [0], 1, [0]), [1], [0.25],
+                              block_size=100, num_classes=2, noise_scheme="3")
 
 
 def test_certify_cli_noise_scheme_3_is_recorded_resumes_only_under_it_and_does_not_depend_on_the_batch(
@@ -165,6 +173,13 @@ def test_certify_cli_noise_scheme_3_is_recorded_resumes_only_under_it_and_does_n
     scheme_2 = tmp_path / "s2.tsv"
     assert CliRunner().invoke(cli, [*args[:-4], "--out", str(scheme_2)]).exit_code == 0
     assert json.loads(open(str(scheme_2) + ".json").read())["noise_scheme"] == 2
+    refused = CliRunner().invoke(cli, [*args[:-1], str(scheme_2)])  # a scheme-2 file continued with scheme 3
+    assert refused.exit_code != 0 and "--noise-scheme 2" in refused.output, refused.output
+    predicted = tmp_path / "p3.tsv"
+    done = CliRunner().invoke(cli, ["predict", sample_model, "--dataset", "cifar10_sample", "--sigma", "0.25",
+                                    "--skip", "200", "--n", "400", "--noise-scheme", "3", "--out", str(predicted)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(open(str(predicted) + ".json").read())["noise_scheme"] == 3
     bad = CliRunner().invoke(cli, [*args[:-4], "--noise-scheme", "4", "--out", str(tmp_path / "bad.tsv")])
     assert bad.exit_code != 0 and "noise-scheme" in bad.output
     samplewise = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "sw.tsv"), "--sigma-grid", "0.25,0.5"])

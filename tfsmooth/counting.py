@@ -7,7 +7,9 @@ home of that work, shared by `tfsmooth.smoothing.SmoothedClassifier` (host loop)
 
 * **Blocks.** The draws of one (example, stream) are cut into blocks of `noise_block` draws; block b
   of stream s of the example with key k is `tfsmooth.noise.gaussian_block` under
-  `tfsmooth.noise.block_seeds(seed, k, s, b)`. The last block of a sequence may be partial (`valid`
+  `tfsmooth.noise.block_seeds(seed, k, s, b)` (noise scheme 2; scheme 3 draws block b at a counter offset of the
+  Philox key of block 0's seed, `tfsmooth.noise.gaussian_runs`, so a run of consecutive blocks is one op;
+  `tfsmooth.noise.NOISE_SCHEMES`). The last block of a sequence may be partial (`valid`
   < noise_block draws count; the rest are drawn and discarded). `block_plan` lists an example's
   blocks, stream by stream in the plan's order: written once, read by both schedulers.
 * **Passes.** A forward pass evaluates `blocks_per_pass(batch_size, noise_block)` blocks, taken in
@@ -115,6 +117,7 @@ def count_blocks(base_model, images, image_of_block, seeds, valid, sigma, *, blo
     Raises:
         ValueError: (at trace time) if the model's output size is known and is not num_classes.
     """
+    noise_scheme = noise.check_noise_scheme(noise_scheme)
     total = tf.shape(seeds)[0]
     block_sigma = tf.gather(tf.cast(sigma, tf.float32), image_of_block)
     bounds = [(total * i) // parallel_passes for i in range(parallel_passes + 1)]

@@ -295,7 +295,8 @@ def gaussian_runs(seeds, block_index, block_size: int, image_shape, sigma):
         first, length = starts[r], ends[r] - starts[r]
         key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seeds[first])
         offset = tf.cast(block_index[first], tf.uint64) * tf.constant(step, tf.uint64)
-        flat = tf.raw_ops.StatelessRandomNormalV2(shape=tf.stack([length * 4 * step]), key=key,
+        size = tf.cast(length, tf.int64) * (4 * step)  # int64: a long run of large images passes 2**31 numbers
+        flat = tf.raw_ops.StatelessRandomNormalV2(shape=tf.reshape(size, [1]), key=key,
                                                   counter=add_counter(counter, offset), alg=PHILOX)
         return r + 1, out.write(r, tf.reshape(flat, [length, 4 * step])[:, :elements])
 

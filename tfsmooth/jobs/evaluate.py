@@ -120,7 +120,8 @@ class CertifyConfig:
         object.__setattr__(self, "noise_scheme", noise.check_noise_scheme(self.noise_scheme))
         object.__setattr__(self, "sequential_design", sequential.check_design(self.sequential_design))
         if self.noise_scheme != 2 and self.sigma_grid is not None:
-            raise ValueError("sample-wise certification (sigma_grid) draws noise scheme 2 only: use noise_scheme=2")
+            raise ValueError("sample-wise certification (sigma_grid) draws noise scheme 2 only: use --noise-scheme 2 "
+                             "(noise_scheme=2)")
         checks.check_choice(self.compute_dtype, "compute_dtype", registry.COMPUTE_DTYPES)
         checks.check_choice(self.method, "method", registry.CERTIFY_METHODS)
         object.__setattr__(self, "alpha_split", stats.check_alpha_split(self.alpha_split))
