@@ -184,3 +184,21 @@ def test_certify_cli_noise_scheme_3_is_recorded_resumes_only_under_it_and_does_n
     assert bad.exit_code != 0 and "noise-scheme" in bad.output
     samplewise = CliRunner().invoke(cli, [*args[:-1], str(tmp_path / "sw.tsv"), "--sigma-grid", "0.25,0.5"])
     assert samplewise.exit_code != 0 and "scheme 2 only" in samplewise.output, samplewise.output
+
+
+@pytest.mark.parametrize("parallel_passes", [1, 3])
+def test_scheme_3_sequential_counts_are_the_fixed_n_prefix(parallel_passes):
+    # Sequential certification draws look by look (each look's blocks continue the last's, spread over passes and
+    # concurrent groups): under scheme 3 too, the draws up to n_used are a fixed-n run's first n_used.
+    base, _ = _linear(0.0)
+    smoothed = SmoothedClassifier(base, 2, 0.25, noise_block=100, noise_scheme=3, parallel_passes=parallel_passes)
+    images = [_linear(m)[1] for m in (0.6, 0.3, 0.05)]
+    answers = list(smoothed.iter_certify_sequential(zip([3, 8, 9], images), n0=100, n_max=3_200, alpha=0.01,
+                                                    radii=(0.25, 0.5), seed=4, group=2, batch_size=300))
+    used = set()
+    for (key, answer), image in zip(answers, images):
+        fixed = smoothed.sample_counts(image[None], answer.n_used, seed=4, keys=[key], stream=noise.STREAM_ESTIMATION,
+                                       batch_size=1_000)
+        np.testing.assert_array_equal(answer.counts, fixed[0])
+        used.add(answer.n_used)
+    assert len(used) > 1  # images stopped at different looks

@@ -96,3 +96,22 @@ def test_samplewise_certification_cannot_be_sharded(model, tmp_path):
     result = _run("certify", model, tmp_path / "bad.tsv", "--shard", "2/2")
     assert result.exit_code != 0 and "0 <= I < K" in result.output
     assert np.all([not os.path.exists(tmp_path / name) for name in ("sw.tsv", "bad.tsv")])
+
+
+def test_scheme_3_shards_merge_into_the_unsharded_scheme_3_run_and_never_with_scheme_2(model, tmp_path):
+    # Noise scheme 3 (tfsmooth.noise.NOISE_SCHEMES) keeps "noise depends only on (seed, idx)": its shards are the
+    # unsharded scheme-3 run row for row; a scheme-2 shard is refused by the record comparison.
+    whole = tmp_path / "whole3.tsv"
+    assert _run("certify", model, whole, "--noise-scheme", "3").exit_code == 0
+    shards = [tmp_path / f"s3_{i}.tsv" for i in range(2)]
+    for i, path in enumerate(shards):
+        assert _run("certify", model, path, "--shard", f"{i}/2", "--noise-scheme", "3").exit_code == 0
+    merged = tmp_path / "merged3.tsv"
+    result = CliRunner().invoke(cli, ["merge", *map(str, shards), "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert _rows(merged) == _rows(whole)
+    assert json.loads(open(str(merged) + ".json").read())["noise_scheme"] == 3
+    scheme_2 = tmp_path / "s2_1.tsv"
+    assert _run("certify", model, scheme_2, "--shard", "1/2").exit_code == 0
+    mixed = CliRunner().invoke(cli, ["merge", str(shards[0]), str(scheme_2), "--out", str(tmp_path / "mixed.tsv")])
+    assert mixed.exit_code != 0 and "noise_scheme" in mixed.output and "Traceback" not in mixed.output, mixed.output
