@@ -204,10 +204,14 @@ def gaussian_blocks(seeds, block_size: int, image_shape, sigma):
     def one_block(block_seed):
         return tf.random.stateless_normal(shape, seed=block_seed, dtype=tf.float32)
 
-    standard = tf.map_fn(one_block, seeds, fn_output_signature=tf.float32)
+    return _scaled(tf.map_fn(one_block, seeds, fn_output_signature=tf.float32), sigma)
+
+
+def _scaled(standard, sigma):
+    """standard [M, block, H, W, C] times sigma: a float, or float32 [M] (one level per block)."""
     sigma = tf.cast(sigma, tf.float32)
-    if sigma.shape.rank:  # one level per block
-        sigma = tf.reshape(sigma, [-1] + [1] * (len(shape)))
+    if sigma.shape.rank:
+        sigma = tf.reshape(sigma, [-1] + [1] * (len(standard.shape) - 1))
     return standard * sigma
 
 
@@ -302,8 +306,4 @@ def gaussian_runs(seeds, block_index, block_size: int, image_shape, sigma):
 
     out = tf.TensorArray(tf.float32, size=runs, infer_shape=False, element_shape=tf.TensorShape([None, elements]))
     _, out = tf.while_loop(lambda r, _: r < runs, one_run, (tf.constant(0), out))
-    standard = tf.reshape(out.concat(), [total, block_size, *image_shape])
-    sigma = tf.cast(sigma, tf.float32)
-    if sigma.shape.rank:
-        sigma = tf.reshape(sigma, [-1] + [1] * (len(image_shape) + 1))
-    return standard * sigma
+    return _scaled(tf.reshape(out.concat(), [total, block_size, *image_shape]), sigma)

@@ -144,8 +144,7 @@ def design_schedule(n_first: int, n_max: int, noise_block: int = 100, design: in
     1/L each (design 1) or n_l / sum_j n_j (design 2). Fixed before any draw, which is all the union bound needs."""
     design = check_design(design)
     looks = look_schedule(n_first, n_max, noise_block, _GROWTH[design])
-    weights = _weights(looks, design)
-    return looks, weights / weights.sum()
+    return looks, _levels(1.0, 1.0, looks, design)[0]
 
 
 def _levels(alpha: float, split: float, looks, design: int):
@@ -197,9 +196,8 @@ def _unanimous_decides(alpha: float, sigma: float, split: float, r_1: float, n_f
     """Whether a unanimous vote of n_max draws decides r_1 at the last look, by the decision rule's own comparison
     (CERTIFY: p_lower >= Phi(r_1 / sigma); T-CERTIFY: its radius >= r_1)."""
     level_a, level_b = _last_levels(alpha, split, n_first, n_max, noise_block, design)
-    lower = stats.clopper_pearson_lower(n_max, n_max, level_a)
     if split >= 1.0:
-        return bool(lower >= scipy_stats.norm.cdf(r_1 / sigma))
+        return bool(stats.clopper_pearson_lower(n_max, n_max, level_a) >= scipy_stats.norm.cdf(r_1 / sigma))
     return _unanimous_radius(n_max, level_a, level_b, sigma, split) >= r_1
 
 
