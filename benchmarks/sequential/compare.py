@@ -1,7 +1,7 @@
 """Issue 15's comparison: sequential certification vs fixed-n CERTIFY at n = 100,000 on the same 200 test images.
 
 Joins, per model, the fixed-n rows of `run.py` (idx 50, 150, ...) with issue 11's (idx 0, 100, ...; their run
-records must agree in everything that decides a row) and compares them with the sequential file: certified accuracy
+records must agree in everything that decides a row; the regularized models have all 200 in one file of `run.py`) and compares them with the sequential file: certified accuracy
 (%) at r = 0 (the smoothed prediction), 0.25, 0.5, 0.75, total estimation draws, wall-clock (sum of the `time` column) and the distribution of
 n_used, for the sequential files of design 2 (the default) and design 1 (session 11's). Images present in all files
 are compared; partial comparisons are marked.
@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from run import FILES, ISSUE_11, MODELS, RESULTS  # noqa: E402
+from run import FILES, FIXED_ALL, HALF_IN_ISSUE_11, ISSUE_11, MODELS, RESULTS  # noqa: E402
 
 from tfsmooth import results  # noqa: E402
 
@@ -33,7 +33,10 @@ def _record(path):
 
 def _fixed(name):
     """{idx: (correct, radius, time)} of the 200-image fixed-n set available so far."""
-    paths = [ISSUE_11.format(name=name), os.path.join(RESULTS, "sequential", FILES["fixed"].format(name=name))]
+    if name in HALF_IN_ISSUE_11:
+        paths = [ISSUE_11.format(name=name), os.path.join(RESULTS, "sequential", FILES["fixed"].format(name=name))]
+    else:
+        paths = [os.path.join(RESULTS, "sequential", FIXED_ALL.format(name=name))]
     paths = [p for p in paths if os.path.exists(p)]
     records = [_record(p) for p in paths]
     for key in DECIDING:
