@@ -4,7 +4,8 @@ Joins, per model, the fixed-n rows of `run.py` (idx 50, 150, ...) with issue 11'
 records must agree in everything that decides a row; the regularized models have all 200 in one file of `run.py`) and compares them with the sequential file: certified accuracy
 (%) at r = 0 (the smoothed prediction), 0.25, 0.5, 0.75, total estimation draws, wall-clock (sum of the `time` column) and the distribution of
 n_used, for the sequential files of design 2 (the default) and design 1 (session 11's). Images present in all files
-are compared; partial comparisons are marked.
+are compared, aggregated and image by image ("images decided differently": certified correct at some r of the
+table by one run and not by the other); partial comparisons are marked.
 
     .venv/bin/python benchmarks/sequential/compare.py
 """
@@ -58,6 +59,13 @@ def _accuracy(correct, radius, radii=RADII):
     return [100 * np.mean((correct == 1) & (radius >= r)) for r in radii]
 
 
+def _differing(correct_a, radius_a, correct_b, radius_b, radii=RADII):
+    """Images certified correct at some r of `radii` by one run and not by the other."""
+    a = np.stack([(correct_a == 1) & (radius_a >= r) for r in radii])
+    b = np.stack([(correct_b == 1) & (radius_b >= r) for r in radii])
+    return int(np.any(a != b, axis=0).sum())
+
+
 def main():
     for name in MODELS:
         runs = {kind: results.read_results(path) for kind, path in (
@@ -69,13 +77,14 @@ def main():
         common = sorted(set(fixed).intersection(*[set(int(i) for i in run.idx) for run in runs.values()]))
         note = "" if len(common) == 200 else f" (partial: the {len(common)} of 200 images with fixed-n rows so far)"
         print(f"\n### {name}{note}\n")
-        print("| run | " + " | ".join(f"r={r}" for r in RADII) + " | estimation draws | wall-clock s |")
-        print("| --- | " + " | ".join("---:" for _ in RADII) + " | ---: | ---: |")
+        print("| run | " + " | ".join(f"r={r}" for r in RADII)
+              + " | images decided differently | estimation draws | wall-clock s |")
+        print("| --- | " + " | ".join("---:" for _ in RADII) + " | ---: | ---: | ---: |")
         f_correct = np.array([fixed[i][0] for i in common])
         f_radius = np.array([fixed[i][1] for i in common])
         f_time = np.array([fixed[i][2] for i in common])
         print("| fixed-n CERTIFY, n = 100,000 | " + " | ".join(f"{a:.1f}" for a in _accuracy(f_correct, f_radius))
-              + f" | {100_000 * len(common):,} | {f_time.sum():,.0f} |")
+              + f" | - | {100_000 * len(common):,} | {f_time.sum():,.0f} |")
         for kind, label in SEQUENTIAL:
             if kind not in runs:
                 continue
@@ -84,6 +93,7 @@ def main():
             pick = np.array([position[i] for i in common], np.int64)
             used = int(run.n_used[pick].sum())
             print(f"| {label} | " + " | ".join(f"{a:.1f}" for a in _accuracy(run.correct[pick], run.radius[pick]))
+                  + f" | {_differing(f_correct, f_radius, run.correct[pick], run.radius[pick])}"
                   + f" | {used:,} ({100_000 * len(common) / max(1, used):.1f}x fewer) | {run.time[pick].sum():,.0f} |")
         print("\nAll images of each sequential file (fixed-n at n = 100,000 would spend 100,000 estimation draws on each):\n")
         print("| run | images | " + " | ".join(f"r={r}" for r in (*RADII, 1.0))
