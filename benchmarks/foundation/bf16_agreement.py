@@ -10,7 +10,6 @@ import importlib.util
 import os
 import sys
 
-import keras
 import numpy as np
 
 import tfsmooth  # noqa: F401  (registers FusedBatchNormalization for loading)
