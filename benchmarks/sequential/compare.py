@@ -71,30 +71,34 @@ def main():
         runs = {kind: results.read_results(path) for kind, path in (
             (kind, os.path.join(RESULTS, "sequential", FILES[kind].format(name=name))) for kind, _ in SEQUENTIAL)
             if os.path.exists(path)}
+        runs = {kind: run for kind, run in runs.items() if len(run.idx)}
         if not runs:
             continue
         fixed = _fixed(name)
         common = sorted(set(fixed).intersection(*[set(int(i) for i in run.idx) for run in runs.values()]))
         note = "" if len(common) == 200 else f" (partial: the {len(common)} of 200 images with fixed-n rows so far)"
         print(f"\n### {name}{note}\n")
-        print("| run | " + " | ".join(f"r={r}" for r in RADII)
-              + " | images decided differently | estimation draws | wall-clock s |")
-        print("| --- | " + " | ".join("---:" for _ in RADII) + " | ---: | ---: | ---: |")
-        f_correct = np.array([fixed[i][0] for i in common])
-        f_radius = np.array([fixed[i][1] for i in common])
-        f_time = np.array([fixed[i][2] for i in common])
-        print("| fixed-n CERTIFY, n = 100,000 | " + " | ".join(f"{a:.1f}" for a in _accuracy(f_correct, f_radius))
-              + f" | - | {100_000 * len(common):,} | {f_time.sum():,.0f} |")
-        for kind, label in SEQUENTIAL:
-            if kind not in runs:
-                continue
-            run = runs[kind]
-            position = {int(idx): i for i, idx in enumerate(run.idx)}
-            pick = np.array([position[i] for i in common], np.int64)
-            used = int(run.n_used[pick].sum())
-            print(f"| {label} | " + " | ".join(f"{a:.1f}" for a in _accuracy(run.correct[pick], run.radius[pick]))
-                  + f" | {_differing(f_correct, f_radius, run.correct[pick], run.radius[pick])}"
-                  + f" | {used:,} ({100_000 * len(common) / max(1, used):.1f}x fewer) | {run.time[pick].sum():,.0f} |")
+        if not common:
+            print("No fixed-n rows yet for these images.")
+        else:
+            print("| run | " + " | ".join(f"r={r}" for r in RADII)
+                  + " | images decided differently | estimation draws | wall-clock s |")
+            print("| --- | " + " | ".join("---:" for _ in RADII) + " | ---: | ---: | ---: |")
+            f_correct = np.array([fixed[i][0] for i in common])
+            f_radius = np.array([fixed[i][1] for i in common])
+            f_time = np.array([fixed[i][2] for i in common])
+            print("| fixed-n CERTIFY, n = 100,000 | " + " | ".join(f"{a:.1f}" for a in _accuracy(f_correct, f_radius))
+                  + f" | - | {100_000 * len(common):,} | {f_time.sum():,.0f} |")
+            for kind, label in SEQUENTIAL:
+                if kind not in runs:
+                    continue
+                run = runs[kind]
+                position = {int(idx): i for i, idx in enumerate(run.idx)}
+                pick = np.array([position[i] for i in common], np.int64)
+                used = int(run.n_used[pick].sum())
+                print(f"| {label} | " + " | ".join(f"{a:.1f}" for a in _accuracy(run.correct[pick], run.radius[pick]))
+                      + f" | {_differing(f_correct, f_radius, run.correct[pick], run.radius[pick])}"
+                      + f" | {used:,} ({100_000 * len(common) / max(1, used):.1f}x fewer) | {run.time[pick].sum():,.0f} |")
         print("\nAll images of each sequential file (fixed-n at n = 100,000 would spend 100,000 estimation draws on each):\n")
         print("| run | images | " + " | ".join(f"r={r}" for r in (*RADII, 1.0))
               + " | draws (total) | mean / median n_used | vs n = 100,000 | wall-clock s |")
