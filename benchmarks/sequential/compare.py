@@ -1,11 +1,12 @@
 """Issue 15's comparison: sequential certification vs fixed-n CERTIFY at n = 100,000 on the same 200 test images.
 
 Joins, per model, the fixed-n rows of `run.py` (idx 50, 150, ...) with issue 11's (idx 0, 100, ...; their run
-records must agree in everything that decides a row; the regularized models have all 200 in one file of `run.py`) and compares them with the sequential file: certified accuracy
-(%) at r = 0 (the smoothed prediction), 0.25, 0.5, 0.75, total estimation draws, wall-clock (sum of the `time` column) and the distribution of
-n_used, for the sequential files of design 2 (the default) and design 1 (session 11's). Images present in all files
-are compared, aggregated and image by image ("images decided differently": certified correct at some r of the
-table by one run and not by the other); partial comparisons are marked.
+records must agree in everything that decides a row; the regularized models have all 200 in one file of `run.py`)
+and compares them with the sequential files of design 2 (the default) and design 1 (session 11's): certified
+accuracy (%) at r = 0 (the smoothed prediction), 0.25, 0.5, 0.75, total estimation draws, wall-clock (sum of the
+`time` column) and the distribution of n_used. Images present in all files are compared, aggregated and image by
+image ("images decided differently": certified correct at some r of the table by one run and not by the other);
+partial comparisons are marked.
 
     .venv/bin/python benchmarks/sequential/compare.py
 """

@@ -1,7 +1,8 @@
-"""Issue 15 results: sequential vs fixed-n CERTIFY on the shipped ResNet-20s, the same 200 test images (--skip 50).
+"""Issue 15 results: sequential vs fixed-n CERTIFY on the five shipped ResNet-20s, the same 200 test images (--skip 50).
 
 For each model: sequential certification at radii 0.25, 0.5, 0.75, 1.0 with n_max = 100,000 on all 200 images --
-design 2 (the default: `{name}_sequential_design2.tsv`) and design 1 (session 11's, `{name}_sequential.tsv`) -- and
+design 2 (the default: `{name}_sequential_design2.tsv`; design 1, session 11's `{name}_sequential.tsv`, for the
+Gaussian and SmoothAdv models only) -- and
 fixed-n CERTIFY at n = 100,000 (n0 = 100, alpha = 0.001, seed 0, sigma 0.25).
 
 Gaussian and SmoothAdv (issue 11's models): fixed-n runs on the half of the 200 images that issue 11 did not
@@ -11,7 +12,7 @@ same settings; counts depend only on (seed, idx), not on the selection or the ba
 it -- half the CPU-time of certifying all 200 again (~50 min instead of ~1.7 h per model on idle cores).
 
 The regularized models (consistency, MACER, ADRE; issue 12): design 2 on all 200 images and fixed-n on all 200
-(`{name}_fixed.tsv`, ~2.7 h per model on idle cores).
+(`{name}_fixed.tsv`, ~2.4 h per model on idle cores).
 
 Files in `benchmarks/results/sequential/`. Resumable: rerun the same command (each row is written as it finishes);
 commit partial files so the next session resumes them.
