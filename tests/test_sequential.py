@@ -407,3 +407,23 @@ def test_t_certify_bad_arguments():
     # T-CERTIFY spends half of alpha on p_A: its smallest budget is at least CERTIFY's.
     assert (sequential.min_n_max(0.001, (0.75,), SIGMA, method="t-certify")
             >= sequential.min_n_max(0.001, (0.75,), SIGMA))
+
+
+@pytest.mark.parametrize("design", [1, 2])
+@pytest.mark.parametrize("method", ["cohen", "t-certify"])
+def test_levels_are_the_schedule_and_the_first_target_is_refused_just_beyond_reach(method, design):
+    # The levels a test uses are alpha (times the split) times `design_schedule`'s shares, and they spend exactly alpha.
+    n_max = 1_600
+    looks, spending = sequential.design_schedule(100, n_max, design=design)
+    test = sequential.SequentialTest(SIGMA, (0.25,), 0.001, 100, n_max, method=method, num_classes=10, design=design)
+    split = 1.0 if method == "cohen" else 0.5
+    assert test.looks == looks
+    np.testing.assert_allclose(test.alpha_looks, 0.001 * split * spending, rtol=1e-12)
+    assert test.alpha_looks.sum() + test.alpha_looks_b.sum() == pytest.approx(0.001, rel=1e-12)
+    # r_1 is accepted just inside what a unanimous vote of n_max draws reaches at the last level, refused just beyond
+    reach = sequential.reachable_radius(0.001, SIGMA, 100, n_max, method=method, design=design)
+    sequential.SequentialTest(SIGMA, (reach * (1 - 1e-6),), 0.001, 100, n_max, method=method, num_classes=10,
+                              design=design)
+    with pytest.raises(ValueError, match="too small to ever certify"):
+        sequential.SequentialTest(SIGMA, (reach * (1 + 1e-6),), 0.001, 100, n_max, method=method, num_classes=10,
+                                  design=design)
