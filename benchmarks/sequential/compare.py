@@ -56,15 +56,18 @@ def _fixed(name):
 SEQUENTIAL = (("sequential2", "sequential, design 2 (default)"), ("sequential", "sequential, design 1"))
 
 
+def _certified(correct, radius, radii=RADII):
+    """bool [len(radii), images]: certified correct at each radius."""
+    return np.stack([(correct == 1) & (radius >= r) for r in radii])
+
+
 def _accuracy(correct, radius, radii=RADII):
-    return [100 * np.mean((correct == 1) & (radius >= r)) for r in radii]
+    return 100 * _certified(correct, radius, radii).mean(axis=1)
 
 
-def _differing(correct_a, radius_a, correct_b, radius_b, radii=RADII):
-    """Images certified correct at some r of `radii` by one run and not by the other."""
-    a = np.stack([(correct_a == 1) & (radius_a >= r) for r in radii])
-    b = np.stack([(correct_b == 1) & (radius_b >= r) for r in radii])
-    return int(np.any(a != b, axis=0).sum())
+def _differing(correct_a, radius_a, correct_b, radius_b):
+    """Images certified correct at some r of the table by one run and not by the other."""
+    return int(np.any(_certified(correct_a, radius_a) != _certified(correct_b, radius_b), axis=0).sum())
 
 
 def main():
